@@ -1,0 +1,110 @@
+"""CPU inference throughput: modernenc vs `transformers` ModernBert (sdpa) on identical weights.
+
+Both models run the bare encoder (hidden states out) under `torch.inference_mode()`. Runs alternate
+between the two models so that the host's drifting speed hits both alike; each cell is the median of
+`--repeats` timed runs after one warm-up. Only real (non-pad) tokens are counted.
+
+    python benchmarks/inference_cpu.py --shape base --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from transformers import ModernBertConfig, ModernBertModel
+
+from modernenc import ModernEncoderConfig, ModernEncoderModel
+
+WORKLOADS = {
+    # name: (batch size, length sampler) -- lengths as in ../shared/reference/cpu-baselines.md
+    "ade": (64, lambda rng, n: np.clip(rng.normal(30, 15, n), 8, 128)),
+    "doc": (16, lambda rng, n: np.clip(rng.normal(256, 64, n), 32, 512)),
+    "fixed512": (8, lambda rng, n: np.full(n, 512)),
+}
+
+
+def make_batch(name: str, vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    batch, sampler = WORKLOADS[name]
+    lengths = sampler(rng, batch).astype(int)
+    ids = torch.from_numpy(rng.integers(5, vocab - 100, size=(batch, lengths.max())))
+    mask = torch.arange(lengths.max())[None, :] < torch.from_numpy(lengths)[:, None]
+    return ids.masked_fill(~mask, 0), mask.long()
+
+
+def build_models(shape: str):
+    preset = ModernEncoderConfig.from_preset(shape)
+    hf_cfg = ModernBertConfig(
+        vocab_size=preset.vocab_size,
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_hidden_layers,
+        num_attention_heads=preset.num_attention_heads,
+        local_attention=128,
+        global_attn_every_n_layers=3,
+        max_position_embeddings=8192,
+        reference_compile=False,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    hf = ModernBertModel(hf_cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = ModernEncoderModel.from_pretrained(tmp).eval()
+    return hf, ours
+
+
+def time_once(model, ids, mask, dtype) -> float:
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", default="base", help="model preset (base, large, small, ...)")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    hf, ours = build_models(args.shape)
+    print(f"shape={args.shape} threads={args.threads} repeats={args.repeats} torch={torch.__version__}")
+    print(
+        "| workload | dtype | real tokens | padded tokens | transformers real tok/s "
+        "| modernenc real tok/s | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in args.workloads:
+        ids, mask = make_batch(name, hf.config.vocab_size)
+        real = int(mask.sum())
+        for dtype in args.dtypes:
+            times = {"hf": [], "ours": []}
+            for model in (hf, ours):  # warm-up
+                time_once(model, ids, mask, dtype)
+            for _ in range(args.repeats):
+                times["hf"].append(time_once(hf, ids, mask, dtype))
+                times["ours"].append(time_once(ours, ids, mask, dtype))
+            hf_tps = real / statistics.median(times["hf"])
+            our_tps = real / statistics.median(times["ours"])
+            print(
+                f"| {name} {tuple(ids.shape)} | {dtype} | {real} | {ids.numel()} | {hf_tps:,.0f} | "
+                f"{our_tps:,.0f} | {our_tps / hf_tps:.2f}x |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Shared fixtures: small random ModernBERT configs and padded mixed-length batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modernenc.paths import shared_data_dir
+
+SHARED_DATA = shared_data_dir()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+
+
+def small_hf_config(**overrides):
+    """A random small `transformers` ModernBertConfig: 4 layers (global at 0 and 3), window 16."""
+    from transformers import ModernBertConfig
+
+    values = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        local_attention=16,
+        global_attn_every_n_layers=3,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+        global_rope_theta=160_000.0,
+        local_rope_theta=10_000.0,
+        reference_compile=False,
+        attn_implementation="sdpa",
+    )
+    values.update(overrides)
+    return ModernBertConfig(**values)
+
+
+def padded_batch(lengths, vocab_size=512, seq_len=None, seed=0):
+    """Right-padded ids and mask; rows start with CLS (1) and end with SEP (2), pad id 0."""
+    gen = torch.Generator().manual_seed(seed)
+    seq_len = seq_len or max(lengths)
+    ids = torch.randint(3, vocab_size, (len(lengths), seq_len), generator=gen)
+    mask = torch.zeros(len(lengths), seq_len, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+        if n:
+            ids[row, 0] = 1
+            ids[row, n - 1] = 2
+    return ids.masked_fill(mask == 0, 0), mask

@@ -1,0 +1,111 @@
+"""Parity with `transformers`' own ModernBert, in both directions, on padded mixed-length batches.
+
+The window is 16 tokens (8 per side) and the batch mixes lengths 9..200, so local and global layers both
+matter, and every attention path runs: no mask (length <= window), dense band, and blocked local.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import padded_batch, small_hf_config
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from modernenc import (
+    ModernEncoderForMaskedLM,
+    ModernEncoderForSequenceClassification,
+    ModernEncoderForTokenClassification,
+)
+
+LENGTHS = [200, 57, 130, 9, 151]
+TOLERANCE = 1e-4
+
+TASKS = {
+    "mlm": (AutoModelForMaskedLM, ModernEncoderForMaskedLM),
+    "seq-cls": (AutoModelForSequenceClassification, ModernEncoderForSequenceClassification),
+    "tok-cls": (AutoModelForTokenClassification, ModernEncoderForTokenClassification),
+}
+
+
+def max_diff_on_real_tokens(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    if a.dim() == 3:  # per-token logits: compare non-pad positions only
+        a, b = a[mask.bool()], b[mask.bool()]
+    return float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("task", list(TASKS))
+def test_hf_to_modernenc(task, pooling, tmp_path):
+    if task != "seq-cls" and pooling == "cls":
+        pytest.skip("pooling only matters for sequence classification")
+    auto_cls, our_cls = TASKS[task]
+    hf = auto_cls.from_config(small_hf_config(classifier_pooling=pooling, num_labels=3)).eval()
+    hf.save_pretrained(tmp_path)
+    ours = our_cls.from_pretrained(tmp_path).eval()
+    ids, mask = padded_batch(LENGTHS)
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask).logits
+        got = ours(input_ids=ids, attention_mask=mask).logits
+    assert max_diff_on_real_tokens(expected, got, mask) < TOLERANCE
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_modernenc_to_hf(task, tmp_path):
+    auto_cls, our_cls = TASKS[task]
+    hf_template = auto_cls.from_config(small_hf_config(classifier_pooling="mean", num_labels=3))
+    hf_template.save_pretrained(tmp_path / "template")
+    # Random weights of our own, so nothing of transformers' initialisation is carried over.
+    ours = our_cls.from_pretrained(tmp_path / "template")
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0.0, 0.05)
+    ours.eval()
+    ours.save_pretrained(tmp_path / "ours")
+
+    hf, info = auto_cls.from_pretrained(
+        tmp_path / "ours", output_loading_info=True, attn_implementation="sdpa"
+    )
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    assert type(hf).__name__ == ours.hf_architecture
+    ids, mask = padded_batch(LENGTHS, seed=1)
+    with torch.no_grad():
+        expected = hf.eval()(input_ids=ids, attention_mask=mask).logits
+        got = ours(input_ids=ids, attention_mask=mask).logits
+    assert max_diff_on_real_tokens(expected, got, mask) < TOLERANCE
+
+
+def test_parity_is_sensitive_to_the_local_window(tmp_path):
+    """Guards the parity tests: a wrong window must show up as a difference well above the tolerance."""
+    hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()
+    hf.save_pretrained(tmp_path)
+    wrong = ModernEncoderForMaskedLM.from_pretrained(tmp_path, local_attention=32).eval()
+    ids, mask = padded_batch(LENGTHS)
+    with torch.no_grad():
+        diff = max_diff_on_real_tokens(
+            hf(input_ids=ids, attention_mask=mask).logits, wrong(ids, mask).logits, mask
+        )
+    assert diff > 10 * TOLERANCE
+
+
+def test_mlm_loss_matches_transformers_and_sparse_prediction(tmp_path):
+    hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()
+    hf.save_pretrained(tmp_path)
+    dense = ModernEncoderForMaskedLM.from_pretrained(tmp_path).eval()
+    sparse = ModernEncoderForMaskedLM.from_pretrained(tmp_path, sparse_prediction=True).eval()
+    ids, mask = padded_batch(LENGTHS)
+    labels = torch.full_like(ids, -100)
+    chosen = (torch.rand(ids.shape) < 0.3) & mask.bool()
+    labels[chosen] = ids[chosen]
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask, labels=labels).loss
+        out_dense = dense(ids, mask, labels=labels)
+        out_sparse = sparse(ids, mask, labels=labels)
+    assert abs(float(expected - out_dense.loss)) < TOLERANCE
+    assert abs(float(expected - out_sparse.loss)) < TOLERANCE
+    assert out_dense.logits.shape == (*ids.shape, 512)
+    assert out_sparse.logits.shape == (int(chosen.sum()), 512)
