@@ -201,3 +201,13 @@ def test_training_step_reduces_mlm_loss_with_sparse_prediction():
         opt.zero_grad()
         losses.append(float(loss))
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_compile_flag_compiles_the_mlps_and_keeps_outputs():
+    eager = ModernEncoderForMaskedLM(small_config()).eval()
+    compiled = ModernEncoderForMaskedLM(small_config(compile=True)).eval()
+    compiled.load_state_dict(eager.state_dict())
+    assert all(layer.mlp._compiled_call_impl is not None for layer in compiled.model.layers)
+    ids, mask = padded_batch([100, 50])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids, mask).logits, eager(ids, mask).logits, atol=1e-5, rtol=1e-5)

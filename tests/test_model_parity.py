@@ -79,6 +79,19 @@ def test_modernenc_to_hf(task, tmp_path):
     assert max_diff_on_real_tokens(expected, got, mask) < TOLERANCE
 
 
+def test_hf_to_modernenc_fixed_length_batch(tmp_path):
+    """Equal lengths take the no-gather path: the packed tokens are the attention grid itself."""
+    hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()
+    hf.save_pretrained(tmp_path)
+    ours = ModernEncoderForMaskedLM.from_pretrained(tmp_path).eval()
+    ids, mask = padded_batch([96, 96, 96])
+    with torch.no_grad():
+        diff = max_diff_on_real_tokens(
+            hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask).logits, mask
+        )
+    assert diff < TOLERANCE
+
+
 def test_parity_is_sensitive_to_the_local_window(tmp_path):
     """Guards the parity tests: a wrong window must show up as a difference well above the tolerance."""
     hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()

@@ -1,8 +1,8 @@
 """Attention over packed (unpadded) tokens, with interchangeable kernels.
 
-All backends take `q, k, v` of shape `[T, heads, head_dim]` (the real tokens of every sequence, back to
-back) plus a `PackedLayout`, and return `[T, heads, head_dim]`. `window` is the number of tokens a local
-layer sees on each side (`None` for global attention).
+All backends take `qkv` of shape `[T, 3, heads, head_dim]` (the real tokens of every sequence, back to
+back, rotary already applied) plus a `PackedLayout`, and return `[T, heads, head_dim]`. `window` is the
+number of tokens a local layer sees on each side (`None` for global attention).
 
 - `flash`: flash-attn's varlen kernel on CUDA; local layers use its sliding window.
 - `sdpa`: pure PyTorch, for CPU and for GPUs without flash-attn. Sequences are grouped into buckets of
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 # Buckets hold sequences whose lengths are within this ratio of the bucket's longest one, which bounds
 # the attention spent on padding at 1 / ratio**2 while keeping the number of kernel calls small.
 BUCKET_LENGTH_RATIO = 0.75
-# Local layers switch from a dense band mask to blocked attention above this many windows per sequence.
+# Local layers switch from a dense band mask to blocked attention from this many windows per sequence.
 BLOCKED_LOCAL_MIN_WINDOWS = 4
 
 
@@ -33,59 +33,56 @@ class Bucket:
 
     token_index: torch.Tensor  # [n, length] index into the packed tokens; padding repeats a real token
     key_mask: torch.Tensor | None  # [n, length] True on real tokens; None when nothing is padded
-    real_slots: torch.Tensor | None  # flat positions of real tokens in the grid; None when none is padding
+    real_slots: torch.Tensor | None  # flat grid positions of real tokens; None when nothing is padded
+    real_index: torch.Tensor  # packed-token index of each real slot, in grid order
     length: int
+    is_identity: bool  # the grid is the packed tokens themselves, in order: no gather or scatter needed
 
 
 @dataclass
 class PackedLayout:
-    """Where each sequence sits in the packed token stream, plus per-backend caches built on first use."""
+    """Where each sequence sits in the packed token stream, plus the sdpa buckets, built on first use."""
 
     cu_seqlens: torch.Tensor  # int32 [num_sequences + 1], starts at 0, ends at T
     max_seqlen: int
     position_ids: torch.Tensor  # [T] position of each token within its sequence
     attend: Callable[..., torch.Tensor] = field(repr=False, default=None)  # type: ignore[assignment]
     _buckets: list[Bucket] | None = field(default=None, repr=False)
-    _bucket_order: torch.Tensor | None = field(default=None, repr=False)
 
-    @property
-    def num_tokens(self) -> int:
-        return self.position_ids.shape[0]
-
-    def buckets(self) -> tuple[list[Bucket], torch.Tensor]:
+    def buckets(self) -> list[Bucket]:
         if self._buckets is None:
-            self._buckets, self._bucket_order = _build_buckets(self.cu_seqlens)
-        return self._buckets, self._bucket_order  # type: ignore[return-value]
+            self._buckets = build_buckets(self.cu_seqlens)
+        return self._buckets
 
 
-def _build_buckets(cu_seqlens: torch.Tensor) -> tuple[list[Bucket], torch.Tensor]:
-    """Group sequences by length. Returns the buckets and, for their concatenated real tokens, the order."""
+def build_buckets(cu_seqlens: torch.Tensor) -> list[Bucket]:
+    """Group sequences by length, longest first; each bucket's padded length is its longest sequence."""
     device = cu_seqlens.device
-    starts = cu_seqlens[:-1].tolist()
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-    by_length = sorted((n, s) for s, n in zip(starts, lengths, strict=True) if n > 0)[::-1]
+    bounds = cu_seqlens.tolist()
+    total = bounds[-1]
+    by_length = sorted((-(e - s), s) for s, e in zip(bounds[:-1], bounds[1:], strict=True) if e > s)
     groups: list[list[tuple[int, int]]] = []
-    for n, s in by_length:
-        if groups and n >= BUCKET_LENGTH_RATIO * groups[-1][0][0]:
-            groups[-1].append((n, s))
+    for neg_len, start in by_length:
+        if groups and -neg_len >= BUCKET_LENGTH_RATIO * groups[-1][0][0]:
+            groups[-1].append((-neg_len, start))
         else:
-            groups.append([(n, s)])
+            groups.append([(-neg_len, start)])
 
-    buckets, order = [], []
+    buckets = []
     for group in groups:
         longest = group[0][0]
         lens = torch.tensor([n for n, _ in group], device=device)
-        first = torch.tensor([s for _, s in group], device=device)
+        starts = [s for _, s in group]
         offsets = torch.arange(longest, device=device)
         real = offsets[None, :] < lens[:, None]
         # Padding slots point at the sequence's first token: finite values, masked out as keys.
-        index = first[:, None] + torch.where(real, offsets[None, :], 0)
+        index = torch.tensor(starts, device=device)[:, None] + torch.where(real, offsets[None, :], 0)
         padded = bool((lens < longest).any())
         real_slots = real.flatten().nonzero().squeeze(1) if padded else None
-        buckets.append(Bucket(index, real if padded else None, real_slots, longest))
-        order.append(index.flatten() if real_slots is None else index.flatten()[real_slots])
-    order_t = torch.cat(order) if order else torch.empty(0, dtype=torch.long, device=device)
-    return buckets, order_t
+        real_index = index.flatten() if real_slots is None else index.flatten()[real_slots]
+        identity = not padded and len(group) * longest == total and starts == list(range(0, total, longest))
+        buckets.append(Bucket(index, real if padded else None, real_slots, real_index, longest, identity))
+    return buckets
 
 
 def _band_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
@@ -94,15 +91,14 @@ def _band_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
 
 
 def _dense_attention(q, k, v, key_mask, window, dropout_p) -> torch.Tensor:
-    """q, k, v: [n, heads, L, d]. key_mask: [n, L] or None."""
-    length = q.shape[2]
-    mask = None
-    if key_mask is not None:
-        mask = key_mask[:, None, None, :]
+    """q, k, v: [n, L, h, d] (any strides). key_mask: [n, L] or None. Returns [n, L, h, d]."""
+    length = q.shape[1]
+    mask = None if key_mask is None else key_mask[:, None, None, :]
     if window is not None and length > window + 1:
         band = _band_mask(length, window, q.device)[None, None]
         mask = band if mask is None else mask & band
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p).transpose(1, 2)
 
 
 def _blocked_local_attention(q, k, v, key_mask, window, dropout_p) -> torch.Tensor:
@@ -116,72 +112,62 @@ def _blocked_local_attention(q, k, v, key_mask, window, dropout_p) -> torch.Tens
     num_blocks = -(-length // b)
     pad = num_blocks * b - length
     real = key_mask if key_mask is not None else q.new_ones(n, length, dtype=torch.bool)
-    if pad:
-        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
-        real = F.pad(real, (0, pad), value=False)
+    real = F.pad(real, (b, b + pad), value=False)
 
     def neighbourhood(t: torch.Tensor) -> torch.Tensor:  # [n, L, h, d] -> [n * blocks, h, 3b, d]
-        t = F.pad(t, (0, 0, 0, 0, b, b))
-        t = t.unfold(1, 3 * b, b)  # [n, blocks, h, d, 3b]
+        t = F.pad(t, (0, 0, 0, 0, b, b + pad)).unfold(1, 3 * b, b)  # [n, blocks, h, d, 3b]
         return t.permute(0, 1, 2, 4, 3).reshape(n * num_blocks, heads, 3 * b, dim)
 
-    qb = q.view(n, num_blocks, b, heads, dim).transpose(2, 3).reshape(n * num_blocks, heads, b, dim)
-    kb, vb = neighbourhood(k), neighbourhood(v)
-    key_real = F.pad(real, (b, b), value=False).unfold(1, 3 * b, b).reshape(n * num_blocks, 1, 1, 3 * b)
+    qb = F.pad(q, (0, 0, 0, 0, 0, pad)).view(n, num_blocks, b, heads, dim).transpose(2, 3)
+    qb = qb.reshape(n * num_blocks, heads, b, dim)
+    key_real = real.unfold(1, 3 * b, b).reshape(n * num_blocks, 1, 1, 3 * b)
     rel = torch.arange(3 * b, device=q.device)[None, :] - (torch.arange(b, device=q.device)[:, None] + b)
     mask = key_real & (rel.abs() <= window)[None, None]
-    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout_p)
+    out = F.scaled_dot_product_attention(
+        qb, neighbourhood(k), neighbourhood(v), attn_mask=mask, dropout_p=dropout_p
+    )
     out = out.view(n, num_blocks, heads, b, dim).transpose(2, 3).reshape(n, num_blocks * b, heads, dim)
     return out[:, :length]
 
 
-def sdpa_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    layout: PackedLayout,
-    window: int | None = None,
-    dropout_p: float = 0.0,
+def _bucket_attention(
+    grid: torch.Tensor, bucket: Bucket, window: int | None, dropout_p: float
 ) -> torch.Tensor:
-    buckets, order = layout.buckets()
-    outputs = []
+    """Attention within one bucket. grid: [n, L, 3, h, d]; returns [n, L, h, d]."""
+    q, k, v = grid.unbind(2)
+    if window is not None and bucket.length >= BLOCKED_LOCAL_MIN_WINDOWS * window:
+        return _blocked_local_attention(q, k, v, bucket.key_mask, window, dropout_p)
+    return _dense_attention(q, k, v, bucket.key_mask, window, dropout_p)
+
+
+def sdpa_attention(
+    qkv: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
+) -> torch.Tensor:
+    num_tokens, _, heads, dim = qkv.shape
+    buckets = layout.buckets()
+    if len(buckets) == 1 and buckets[0].is_identity:  # equal lengths, in order: a plain reshape
+        bucket = buckets[0]
+        grid = qkv.view(bucket.token_index.shape[0], bucket.length, 3, heads, dim)
+        return _bucket_attention(grid, bucket, window, dropout_p).reshape(num_tokens, heads, dim)
+    result = qkv.new_empty(num_tokens, heads, dim)
     for bucket in buckets:
-        idx = bucket.token_index
-        qb, kb, vb = (t[idx] for t in (q, k, v))  # [n, L, h, d]
-        if window is not None and bucket.length >= BLOCKED_LOCAL_MIN_WINDOWS * window:
-            out = _blocked_local_attention(qb, kb, vb, bucket.key_mask, window, dropout_p)
-        else:
-            qb, kb, vb = (t.transpose(1, 2) for t in (qb, kb, vb))
-            out = _dense_attention(qb, kb, vb, bucket.key_mask, window, dropout_p).transpose(1, 2)
-        out = out.reshape(-1, *q.shape[1:])
-        outputs.append(out if bucket.real_slots is None else out[bucket.real_slots])
-    result = torch.empty_like(q)
-    if outputs:
-        result[order] = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        out = _bucket_attention(qkv[bucket.token_index], bucket, window, dropout_p).reshape(-1, heads, dim)
+        result.index_copy_(0, bucket.real_index, out if bucket.real_slots is None else out[bucket.real_slots])
     return result
 
 
 def flash_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    layout: PackedLayout,
-    window: int | None = None,
-    dropout_p: float = 0.0,
+    qkv: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
 ) -> torch.Tensor:
-    from flash_attn import flash_attn_varlen_func  # optional dependency: GPU only
+    from flash_attn import flash_attn_varlen_qkvpacked_func  # optional dependency: GPU only
 
-    dtype = q.dtype
+    dtype = qkv.dtype
     if dtype not in (torch.float16, torch.bfloat16):  # the kernel takes half precision only
-        q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
-    out = flash_attn_varlen_func(
-        q,
-        k,
-        v,
-        cu_seqlens_q=layout.cu_seqlens,
-        cu_seqlens_k=layout.cu_seqlens,
-        max_seqlen_q=layout.max_seqlen,
-        max_seqlen_k=layout.max_seqlen,
+        qkv = qkv.to(torch.bfloat16)
+    out = flash_attn_varlen_qkvpacked_func(
+        qkv,
+        cu_seqlens=layout.cu_seqlens,
+        max_seqlen=layout.max_seqlen,
         dropout_p=dropout_p,
         window_size=(-1, -1) if window is None else (window, window),
     )

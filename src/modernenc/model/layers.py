@@ -39,18 +39,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of shape `[T, 1, head_dim]` for positions `[T]`, in fp32 whatever the autocast."""
+        """`cos` and sign-folded `sin`, each `[T, 1, 1, head_dim]`, computed in fp32 whatever the autocast."""
         with torch.autocast(position_ids.device.type, enabled=False):
-            freqs = position_ids.float()[:, None] * self.inv_freq[None, :]
-            angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]
-            return angles.cos(), angles.sin()
+            angles = position_ids.float()[:, None] * self.inv_freq[None, :]
+            cos, sin = angles.cos(), angles.sin()
+            return torch.cat((cos, cos), -1)[:, None, None], torch.cat((-sin, sin), -1)[:, None, None]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x` of shape `[T, heads, head_dim]` by the angles in cos/sin."""
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the last dim of `x`: `x * cos + rotate_half(x) * sin`, with the sign of rotate_half in `sin`."""
     x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    return x * cos + torch.cat((x2, x1), dim=-1) * signed_sin
 
 
 class Attention(nn.Module):
@@ -75,12 +74,10 @@ class Attention(nn.Module):
         self, x: torch.Tensor, layout: PackedLayout, rotary: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
         qkv = self.Wqkv(x).view(-1, 3, self.num_heads, self.head_dim)
-        cos, sin = rotary
-        q = apply_rotary(qkv[:, 0], cos, sin)
-        k = apply_rotary(qkv[:, 1], cos, sin)
-        v = qkv[:, 2]
+        cos, sin = (t.to(qkv.dtype) for t in rotary)
+        qkv[:, :2] = apply_rotary(qkv[:, :2], cos, sin)  # q and k in one pass, in place
         dropout = self.dropout if self.training else 0.0
-        out = layout.attend(q, k, v, layout, window=self.window, dropout_p=dropout)
+        out = layout.attend(qkv, layout, window=self.window, dropout_p=dropout)
         return self.out_drop(self.Wo(out.reshape(x.shape[0], -1)))
 
 
