@@ -15,17 +15,12 @@ import torch
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
 from modernenc.paths import modernbert_tokenizer_dir, shared_data_dir
+from modernenc.tasks.ade_data import load_ade_sentences
 
 
 def ade_sentences(limit: int) -> list[str]:
     """First `limit` unique sentences of the ADE corpus, positives and negatives interleaved."""
-    folder = shared_data_dir() / "ade_corpus_v2"
-    positives = dict.fromkeys(
-        line.split("|")[1] for line in (folder / "DRUG-AE.rel").read_text().splitlines()
-    )
-    negatives = dict.fromkeys(
-        line.split(" ", 2)[2] for line in (folder / "ADE-NEG.txt").read_text().splitlines()
-    )
+    positives, negatives = load_ade_sentences(shared_data_dir() / "ade_corpus_v2")
     mixed = [s for pair in zip(positives, negatives, strict=False) for s in pair]
     return mixed[:limit]
 

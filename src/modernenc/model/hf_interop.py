@@ -232,7 +232,7 @@ def save_pretrained(
     out = Path(out_dir)
     weights_file = out / WEIGHTS_NAME
     if weights_file.exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a checkpoint; pass overwrite=True to replace it")
+        raise FileExistsError(f"{out} already holds a checkpoint; pass overwrite=True (--force) to replace")
     tokenizer_files = []
     if tokenizer_path is not None:
         tokenizer_dir = Path(tokenizer_path)

@@ -1,0 +1,244 @@
+"""Document readers for raw corpora: plain text, JSONL, parquet, WikiExtractor output, HF datasets.
+
+Every reader yields ``Document`` objects. A document that cannot be used (bad bytes, bad JSON, missing
+field, empty text) is still yielded, with ``skip_reason`` set, so callers count and report every skip
+instead of losing documents silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = ("auto", "text", "jsonl", "parquet", "wikiextractor", "hf")
+_WIKI_DOC_RE = re.compile(rb'^<doc id="([^"]*)"[^>]*>\s*$')
+
+
+@dataclass
+class Document:
+    id: str
+    text: str | None
+    skip_reason: str | None = None
+
+
+def _decode(raw: bytes, doc_id: str) -> Document:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Document(doc_id, None, f"non-UTF-8 bytes ({err.reason} at byte {err.start})")
+    return _checked(doc_id, text)
+
+
+def _checked(doc_id: str, text: str) -> Document:
+    if not text.strip():
+        return Document(doc_id, None, "empty document")
+    return Document(doc_id, text)
+
+
+def read_text(path: Path, split_on: str = "line") -> Iterator[Document]:
+    """One document per line (``split_on='line'``) or per blank-line separated block (``'paragraph'``)."""
+    data = path.read_bytes()
+    if split_on == "line":
+        parts = data.splitlines()
+    elif split_on == "paragraph":
+        parts = re.split(rb"(?:\r?\n){2,}", data)
+        if parts and not parts[-1].strip():
+            parts.pop()  # trailing newlines at the end of the file are not a document
+    else:
+        raise ValueError(f"split_on must be 'line' or 'paragraph', got {split_on!r}")
+    for i, raw in enumerate(parts):
+        yield _decode(raw.strip(b"\r\n"), f"{path.name}:{i}")
+
+
+def read_jsonl(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Document]:
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            doc_id = f"{path.name}:{lineno}"
+            if not raw.strip():
+                continue  # blank separator lines are formatting, not documents
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                yield Document(doc_id, None, f"non-UTF-8 bytes ({err.reason} at byte {err.start})")
+                continue
+            except json.JSONDecodeError:
+                yield Document(doc_id, None, "invalid JSON")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                yield Document(doc_id, None, f"missing string field '{text_field}'")
+                continue
+            if id_field and record.get(id_field) is not None:
+                doc_id = str(record[id_field])
+            yield _checked(doc_id, record[text_field])
+
+
+def read_parquet(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    if text_field not in pf.schema_arrow.names:
+        raise ValueError(f"{path} has no column '{text_field}' (columns: {pf.schema_arrow.names})")
+    columns = [text_field] + ([id_field] if id_field else [])
+    row = 0
+    for batch in pf.iter_batches(columns=columns, batch_size=1024):
+        texts = batch.column(text_field).to_pylist()
+        ids = batch.column(id_field).to_pylist() if id_field else [None] * len(texts)
+        for text, doc_id in zip(texts, ids, strict=True):
+            doc_id = str(doc_id) if doc_id is not None else f"{path.name}:{row}"
+            row += 1
+            if isinstance(text, bytes):  # binary columns may hold arbitrary bytes
+                yield _decode(text, doc_id)
+            elif isinstance(text, str):
+                yield _checked(doc_id, text)
+            else:
+                yield Document(doc_id, None, f"missing string field '{text_field}'")
+
+
+def read_wikiextractor(path: Path) -> Iterator[Document]:
+    """Parse one WikiExtractor file: ``<doc id=..>`` / title line / text / ``</doc>``; the title is kept."""
+    doc_id, lines = None, []
+    with path.open("rb") as f:
+        for raw in f:
+            if doc_id is None:
+                match = _WIKI_DOC_RE.match(raw)
+                if match:
+                    doc_id, lines = match.group(1).decode("utf-8", "replace"), []
+                continue
+            if raw.rstrip() == b"</doc>":
+                yield _decode(b"".join(lines).strip(), f"wiki:{doc_id}")
+                doc_id = None
+            else:
+                lines.append(raw)
+    if doc_id is not None:
+        yield Document(f"wiki:{doc_id}", None, "unterminated <doc> (file truncated?)")
+
+
+def read_hf_dataset(
+    name: str,
+    config: str | None = None,
+    split: str = "train",
+    text_field: str = "text",
+    data_files: list[str] | None = None,
+) -> Iterator[Document]:
+    """Stream a dataset through ``datasets.load_dataset`` (a hub name or a builder such as ``json``)."""
+    import datasets
+    import huggingface_hub.constants as hub_constants
+
+    # Without network the hub client retries for ~30 s before failing; switch to offline mode up front
+    # (cached datasets and packaged builders such as 'json' still load) so the error comes at once.
+    offline = not hub_constants.HF_HUB_OFFLINE and not _hub_reachable()
+    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=True)
+        iterator = iter(ds)
+        first = next(iterator, None)
+    except Exception as err:  # hub errors come in many types (connection, not found, gated, offline)
+        from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+        is_local = name in _PACKAGED_DATASETS_MODULES or Path(name).exists()
+        if (offline or hub_constants.HF_HUB_OFFLINE) and not is_local:
+            raise RuntimeError(
+                f"could not load the Hugging Face dataset '{name}' because the Hub is unreachable (offline); "
+                "download it elsewhere and pass a local file or folder (text, jsonl, parquet) as --input"
+            ) from err
+        raise RuntimeError(
+            f"could not load the Hugging Face dataset '{name}': {type(err).__name__}: {err}"
+        ) from err
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+    records = iter(()) if first is None else _chain_first(first, iterator)
+    for i, record in enumerate(records):
+        doc_id = f"{name}:{split}:{i}"
+        text = record.get(text_field)
+        if not isinstance(text, str):
+            yield Document(doc_id, None, f"missing string field '{text_field}'")
+        else:
+            yield _checked(doc_id, text)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub_constants
+
+    host = urlparse(hub_constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+def _looks_like_wikiextractor(path: Path) -> bool:
+    with path.open("rb") as f:
+        return bool(_WIKI_DOC_RE.match(f.readline()))
+
+
+def detect_format(path: Path) -> str:
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if suffixes.endswith((".jsonl", ".json")):
+        return "jsonl"
+    if suffixes.endswith(".parquet"):
+        return "parquet"
+    if _looks_like_wikiextractor(path):
+        return "wikiextractor"
+    return "text"
+
+
+def list_input_files(path: Path) -> list[Path]:
+    """A file, or every non-hidden file under a folder in sorted order (README files are documentation)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"input {path} does not exist")
+    files = [
+        p
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and not p.name.lower().startswith("readme")
+    ]
+    if not files:
+        raise FileNotFoundError(f"input folder {path} holds no files")
+    return files
+
+
+def iter_documents(
+    inputs: Iterable[str | Path],
+    fmt: str = "auto",
+    *,
+    text_field: str = "text",
+    id_field: str | None = None,
+    text_split: str = "line",
+    hf_config: str | None = None,
+    hf_split: str = "train",
+    hf_data_files: list[str] | None = None,
+) -> Iterator[Document]:
+    """Yield documents from every input, in a deterministic order (inputs as given, files sorted)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
+    for source in inputs:
+        if fmt == "hf":
+            yield from read_hf_dataset(str(source), hf_config, hf_split, text_field, hf_data_files)
+            continue
+        for path in list_input_files(Path(source)):
+            kind = detect_format(path) if fmt == "auto" else fmt
+            if kind == "jsonl":
+                yield from read_jsonl(path, text_field, id_field)
+            elif kind == "parquet":
+                yield from read_parquet(path, text_field, id_field)
+            elif kind == "wikiextractor":
+                yield from read_wikiextractor(path)
+            else:
+                yield from read_text(path, text_split)

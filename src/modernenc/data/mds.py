@@ -1,0 +1,237 @@
+"""Tokenize documents into ModernBERT-style chunks and write them as zstd-compressed MDS shards.
+
+Layout of an output folder::
+
+    out/train/index.json + shard.00000.mds.zstd ...
+    out/validation/...          (only when validation_fraction > 0)
+    out/report.json             (what was read, written and skipped; marks the folder as ours)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from streaming import MDSWriter
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from modernenc.data.corpus import Document
+from modernenc.data.decontaminate import Decontaminator
+
+SPLITS = ("train", "validation")
+REPORT_FILE = "report.json"
+
+
+def mds_columns(vocab_size: int) -> dict[str, str]:
+    # uint16 halves storage and I/O for vocabularies up to 65,536 ids (ModernBERT has 50,368).
+    return {"input_ids": "ndarray:uint16" if vocab_size <= 1 << 16 else "ndarray:int32"}
+
+
+def chunk_tokens(ids: list[int] | np.ndarray, max_length: int, cls_id: int, sep_id: int) -> list[np.ndarray]:
+    """Split a document's tokens into ``[CLS] ... [SEP]`` chunks of at most ``max_length`` tokens.
+
+    Long documents become several chunks (nothing is truncated); short ones stay whole. Every chunk gets
+    its own CLS/SEP, as in ModernBERT pre-training, so each chunk is a valid standalone sequence.
+    """
+    if max_length < 3:
+        raise ValueError("max_length must leave room for [CLS], [SEP] and at least one token")
+    body = max_length - 2
+    ids = np.asarray(ids, dtype=np.int64)
+    return [
+        np.concatenate([[cls_id], ids[start : start + body], [sep_id]]).astype(np.int64)
+        for start in range(0, len(ids), body)
+    ]
+
+
+def assign_split(text: str, validation_fraction: float, seed: int = 0) -> str:
+    """Deterministic hold-out from a hash of the text: identical documents always land in the same split."""
+    if validation_fraction <= 0:
+        return "train"
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=str(seed).encode()).digest()
+    return "validation" if int.from_bytes(digest, "big") / 2**64 < validation_fraction else "train"
+
+
+def _is_our_output(out: Path) -> bool:
+    return (out / REPORT_FILE).exists() or any((out / s / "index.json").exists() for s in SPLITS)
+
+
+def prepare_output_dir(out: str | Path, force: bool) -> Path:
+    """Refuse to write into a non-empty folder unless ``force``; then delete old shards so none survive."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"output folder {out} is not empty; pass --force to replace its contents")
+        if not _is_our_output(out):
+            raise FileExistsError(
+                f"output folder {out} is not empty and does not look like a prepared corpus "
+                f"(no {REPORT_FILE} or */index.json); refusing to delete it even with --force"
+            )
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@dataclass
+class CorpusReport:
+    documents_read: int = 0
+    documents_written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    chunks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    shards: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    documents_split_into_chunks: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    decontaminated: int = 0
+    eval_sentences_indexed: int = 0
+    eval_sentences_too_short: int = 0
+    max_length: int = 0
+    chunk_length_histogram: dict[str, int] = field(default_factory=dict)
+    chunk_length_stats: dict[str, float] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [
+            f"documents read      {self.documents_read:,}",
+            "documents written   " + ", ".join(f"{s} {n:,}" for s, n in self.documents_written.items()),
+            "chunks (sequences)  " + ", ".join(f"{s} {n:,}" for s, n in self.chunks.items()),
+            "tokens              " + ", ".join(f"{s} {n:,}" for s, n in self.tokens.items()),
+            "shards              " + ", ".join(f"{s} {n:,}" for s, n in self.shards.items()),
+            f"docs split into chunks of <= {self.max_length} tokens: {self.documents_split_into_chunks:,}",
+            f"skipped documents   {sum(self.skipped.values()):,}",
+        ]
+        lines += [f"  {reason}: {n:,}" for reason, n in sorted(self.skipped.items())]
+        if self.eval_sentences_indexed or self.decontaminated:
+            lines.append(
+                f"decontamination     dropped {self.decontaminated:,} documents containing one of "
+                f"{self.eval_sentences_indexed:,} evaluation sentences "
+                f"({self.eval_sentences_too_short:,} shorter sentences not used)"
+            )
+        stats = self.chunk_length_stats
+        if stats:
+            lines.append(
+                "chunk length        "
+                + ", ".join(f"{k} {v:,.0f}" if k != "mean" else f"{k} {v:,.1f}" for k, v in stats.items())
+            )
+            lines += [f"  {bucket:>12}: {n:,}" for bucket, n in self.chunk_length_histogram.items()]
+        return "\n".join(lines)
+
+
+def _length_summary(counts: np.ndarray, max_length: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Histogram in power-of-two buckets plus an exact ``== max_length`` bucket; percentiles from counts."""
+    total = int(counts.sum())
+    if total == 0:
+        return {}, {}
+    hist: dict[str, int] = {}
+    lo = 1
+    while lo < max_length:
+        hi = min(2 * lo - 1, max_length - 1)
+        hist[f"{lo}-{hi}"] = int(counts[lo : hi + 1].sum())
+        lo = hi + 1
+    hist[f"={max_length}"] = int(counts[max_length])
+    lengths = np.arange(len(counts))
+    cdf = np.cumsum(counts)
+
+    def pct(q: float) -> int:
+        return int(np.searchsorted(cdf, q * total))
+
+    stats = {
+        "min": float(lengths[counts > 0].min()),
+        "p50": pct(0.5),
+        "p90": pct(0.9),
+        "max": float(lengths[counts > 0].max()),
+        "mean": float((lengths * counts).sum() / total),
+    }
+    return hist, stats
+
+
+def write_mds_corpus(
+    documents: Iterable[Document],
+    tokenizer: Tokenizer,
+    out_dir: str | Path,
+    *,
+    max_length: int = 1024,
+    validation_fraction: float = 0.0,
+    split_seed: int = 0,
+    decontaminator: Decontaminator | None = None,
+    shard_size_limit: int | str = "64mb",
+    encode_batch_size: int = 256,
+    progress: bool = True,
+) -> CorpusReport:
+    """Tokenize, chunk, split and write ``documents`` into ``out_dir`` (which must already be prepared)."""
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise ValueError("tokenizer must define [CLS] and [SEP] tokens")
+    out_dir = Path(out_dir)
+    columns = mds_columns(tokenizer.get_vocab_size(with_added_tokens=True))
+    np_dtype = np.uint16 if columns["input_ids"].endswith("uint16") else np.int32
+    splits = SPLITS if validation_fraction > 0 else ("train",)
+    report = CorpusReport(max_length=max_length)
+    if decontaminator is not None:
+        report.eval_sentences_indexed = decontaminator.num_sentences
+        report.eval_sentences_too_short = decontaminator.num_ignored
+    skipped: Counter[str] = Counter()
+    length_counts = np.zeros(max_length + 1, dtype=np.int64)
+
+    writers = {
+        s: MDSWriter(out=str(out_dir / s), columns=columns, compression="zstd", size_limit=shard_size_limit)
+        for s in splits
+    }
+
+    def flush(batch: list[Document]) -> None:
+        encodings = tokenizer.encode_batch([d.text for d in batch], add_special_tokens=False)
+        for doc, enc in zip(batch, encodings, strict=True):
+            if not enc.ids:  # e.g. only characters the tokenizer drops
+                skipped["no tokens after tokenization"] += 1
+                continue
+            split = assign_split(doc.text, validation_fraction, split_seed)
+            chunks = chunk_tokens(enc.ids, max_length, cls_id, sep_id)
+            report.documents_written[split] += 1
+            report.documents_split_into_chunks += len(chunks) > 1
+            for chunk in chunks:
+                writers[split].write({"input_ids": chunk.astype(np_dtype)})
+                report.chunks[split] += 1
+                report.tokens[split] += len(chunk)
+                length_counts[len(chunk)] += 1
+
+    try:
+        batch: list[Document] = []
+        bar = tqdm(documents, unit="doc", desc="tokenizing", disable=not progress, mininterval=1.0)
+        for doc in bar:
+            report.documents_read += 1
+            if doc.skip_reason is not None:
+                skipped[doc.skip_reason] += 1
+                continue
+            if decontaminator is not None and decontaminator.contains_eval_sentence(doc.text):
+                report.decontaminated += 1
+                continue
+            batch.append(doc)
+            if len(batch) == encode_batch_size:
+                flush(batch)
+                batch = []
+                bar.set_postfix(tokens=f"{sum(report.tokens.values()):,}", refresh=False)
+        if batch:
+            flush(batch)
+    finally:
+        for writer in writers.values():
+            writer.finish()
+
+    for s in splits:
+        index = json.loads((out_dir / s / "index.json").read_text())
+        report.shards[s] = len(index["shards"])
+    report.skipped = dict(skipped)
+    report.chunk_length_histogram, report.chunk_length_stats = _length_summary(length_counts, max_length)
+    (out_dir / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+def read_report(out_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / REPORT_FILE).read_text())

@@ -1,0 +1,290 @@
+"""Token chunks from MDS shards via ``streaming.StreamingDataset``, masked and packed, with exact resume.
+
+Data flow on every rank::
+
+    StreamingDataset (this rank's shuffled share) -> DataLoader workers (decompression)
+        -> SequencePacker(transform=MLMMasker) in the main process -> micro-batch dicts
+
+The packer runs in the main process so its buffer and counters can be checkpointed. Each rank consumes a
+different number of samples per micro-batch (documents differ in length), so the checkpoint holds every
+rank's packer state (gathered across ranks). On resume all ranks tell StreamingDataset to skip the number
+of samples the *slowest* rank had consumed (StreamingDataset needs one common offset), and each rank then
+reads and discards only its own small surplus.
+
+Limitation: this stream covers one epoch per iteration. With several ranks, the ranks reach the end of the
+epoch a few micro-batches apart, so train for a token budget below one epoch (as ModernBERT does) or stop
+all ranks once any rank's stream ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from streaming import StreamingDataset
+from streaming.base.dataset import _ShardState  # private, needed to unstick failed shards
+from torch.utils.data import DataLoader
+
+from modernenc.data.packing import DEFAULT_PAD_ID, SequencePacker, Transform
+
+
+class ShardReadError(RuntimeError):
+    """Raised when a shard is missing or cannot be decoded; the message names the shard file."""
+
+
+class TokenStreamingDataset(StreamingDataset):
+    """``StreamingDataset`` over MDS token chunks (column ``input_ids``) that yields ``np.int64`` arrays.
+
+    ``local`` is a folder with ``index.json`` (or the cache folder when ``remote`` is a URI such as
+    ``s3://bucket/corpus/train``). Shuffling is deterministic given ``shuffle_seed``; the partition
+    across ranks and workers is StreamingDataset's, read from the usual ``RANK``/``WORLD_SIZE`` env vars.
+    """
+
+    def __init__(
+        self,
+        local: str | Path | None = None,
+        remote: str | None = None,
+        *,
+        split: str | None = None,
+        shuffle: bool = True,
+        shuffle_seed: int = 9176,
+        batch_size: int = 1,
+        check_local_shards: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        local = str(local) if local is not None else None
+        if remote is None and local is not None:
+            _check_local_index(Path(local) / (split or ""), check_local_shards)
+        if kwargs.get("num_canonical_nodes") is None:
+            # Pin it (streaming would pick it lazily) so a resume state always carries a concrete value.
+            world = int(os.environ.get("WORLD_SIZE", 1))
+            kwargs["num_canonical_nodes"] = max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        super().__init__(
+            local=local,
+            remote=remote,
+            split=split,
+            shuffle=shuffle,
+            shuffle_seed=shuffle_seed,
+            batch_size=batch_size,
+            **kwargs,
+        )
+
+    def _shard_file(self, shard_id: int) -> str:
+        shard = self.shards[shard_id]
+        name = (shard.zip_data or shard.raw_data).basename
+        return str(Path(shard.dirname) / (shard.split or "") / name)
+
+    # StreamingDataset prepares (downloads / decompresses) shards in a background thread. When that fails it
+    # only logs the error and ends the epoch early, silently. These overrides name the shard and re-raise.
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except ShardReadError:
+            raise
+        except Exception as err:
+            # A failed preparation leaves the shard in PREPARING, so whoever waits on it (the main thread
+            # in get_item) would wait forever; mark it REMOTE again so they retry and fail too.
+            self._shard_states[shard_id] = _ShardState.REMOTE
+            raise ShardReadError(
+                f"cannot read shard {self._shard_file(shard_id)}: {type(err).__name__}: {err}"
+            ) from err
+
+    def on_exception(self, future: Future) -> None:
+        if future.exception() is not None:
+            self._background_error = future.exception()
+            self._event.set()  # stop the other background thread and the sample loop
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self._background_error = None
+        try:
+            yield from super().__iter__()
+        except BaseException:
+            # Stop the prefetch threads too, or one keeps waiting for the failed shard and blocks exit.
+            if hasattr(self, "_event"):
+                self._event.set()
+            raise
+        self._raise_background_error()
+
+    def _raise_background_error(self) -> None:
+        err = getattr(self, "_background_error", None)
+        if isinstance(err, ShardReadError):
+            raise ShardReadError(str(err)) from err
+        if err is not None:
+            raise ShardReadError(f"background shard preparation failed: {type(err).__name__}: {err}") from err
+
+    def get_item(self, idx: int) -> np.ndarray:
+        try:
+            sample = super().get_item(idx)
+        except ShardReadError:
+            raise
+        except Exception as err:  # zstd / decode / missing-file errors do not say which shard failed
+            self._raise_background_error()
+            raise ShardReadError(
+                f"cannot read sample {idx} from shard {self._shard_file(self.spanner[idx][0])}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        return np.asarray(sample["input_ids"], dtype=np.int64)
+
+
+def _check_local_index(folder: Path, check_shards: bool) -> None:
+    """Fail fast, naming the file, when a local dataset lacks its index or a shard listed in it."""
+    index = folder / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"no MDS index at {index}; run data_prep/prepare_corpus.py first")
+    try:
+        shards = json.loads(index.read_text())["shards"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ShardReadError(f"corrupt MDS index {index}: {err}") from err
+    if not check_shards:
+        return
+    for shard in shards:
+        names = [d["basename"] for d in (shard.get("zip_data"), shard.get("raw_data")) if d]
+        if not any((folder / n).is_file() for n in names):
+            raise FileNotFoundError(f"shard {folder / names[0]} listed in {index} is missing")
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _RankSource:
+    """This rank's sample stream for one epoch; ``iter_from(start)`` skips already consumed samples."""
+
+    def __init__(self, dataset: TokenStreamingDataset, num_workers: int) -> None:
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.common_skip = 0  # per-rank samples every rank has consumed; StreamingDataset skips these
+        self.epoch: int | None = None
+
+    def _loader(self) -> DataLoader:
+        # DataLoader batch size must equal the dataset's so StreamingDataset's per-worker partition
+        # interleaves back into the rank's canonical sample order.
+        return DataLoader(
+            self.dataset,
+            batch_size=self.dataset.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=list,
+            persistent_workers=False,
+        )
+
+    def iter_from(self, start: int) -> Iterator[np.ndarray]:
+        _, world = _rank_and_world()
+        skip = min(self.common_skip, start)
+        # Near the epoch's end StreamingDataset pads ranks differently after a skip; re-read instead.
+        tail_margin = 4 * max(1, self.num_workers) * self.dataset.batch_size
+        if len(self.dataset) - skip <= tail_margin:
+            skip = 0
+        if self.epoch is not None:
+            state = self.dataset.state_dict(0, True)
+            state.update(epoch=self.epoch, sample_in_epoch=skip * world)
+            self.dataset.load_state_dict(state)
+            if world > 1:
+                # Every rank writes StreamingDataset's shared resume block; wait until all have written,
+                # or a rank may read it half-written.
+                dist.barrier()
+        else:
+            skip = 0
+        samples = (s for batch in self._loader() for s in batch)
+        return itertools.islice(samples, start - skip, None)
+
+
+class PackedStreamingDataset:
+    """Iterable of packed (optionally MLM-masked) micro-batches from a ``TokenStreamingDataset``.
+
+    ``capacity`` is the number of token slots per micro-batch (micro_batch_size x max_seq_len).
+    ``state_dict()`` is a collective when torch.distributed is initialized: call it on every rank.
+    """
+
+    def __init__(
+        self,
+        dataset: TokenStreamingDataset,
+        capacity: int,
+        buffer_size: int = 128,
+        transform: Transform | None = None,
+        pad_token_id: int = DEFAULT_PAD_ID,
+        num_workers: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.source = _RankSource(dataset, num_workers)
+        if transform is not None:
+            # Make the transform key unique across ranks, or ranks would mask with identical random draws.
+            rank, world = _rank_and_world()
+            base = transform
+            transform = lambda ids, index: base(ids, index * world + rank)  # noqa: E731
+        self.packer = SequencePacker(self.source, capacity, buffer_size, pad_token_id, transform)
+
+    @property
+    def efficiency(self) -> float:
+        return self.packer.efficiency
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.source.epoch is None:
+            # Pin the epoch at the start so a checkpoint can name it; StreamingDataset counts epochs itself.
+            self.source.epoch = int(self.dataset.next_epoch)
+        return iter(self.packer)
+
+    def state_dict(self) -> dict[str, Any]:
+        rank, world = _rank_and_world()
+        local = self.packer.state_dict()
+        local["epoch"] = self.source.epoch
+        if world > 1:
+            states: list[Any] = [None] * world
+            dist.all_gather_object(states, local)
+        else:
+            states = [local]
+        return {"world_size": world, "ranks": states}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank, world = _rank_and_world()
+        if state["world_size"] != world:
+            raise ValueError(
+                f"checkpoint was written with {state['world_size']} ranks, now running {world}; exact resume "
+                "of packed data needs the same world size"
+            )
+        mine = state["ranks"][rank]
+        self.packer.load_state_dict(mine)
+        self.source.epoch = mine["epoch"]
+        self.source.common_skip = min(int(s["samples_consumed"]) for s in state["ranks"])
+
+
+def build_packed_mlm_stream(
+    local: str | Path | None,
+    *,
+    tokenizer: str | Path,
+    capacity: int,
+    remote: str | None = None,
+    split: str | None = None,
+    mlm_probability: float = 0.3,
+    seed: int = 17,
+    buffer_size: int = 128,
+    num_workers: int = 0,
+    shuffle: bool = True,
+    **dataset_kwargs: Any,
+) -> PackedStreamingDataset:
+    """Convenience constructor: MDS folder/URI + tokenizer -> masked, packed micro-batch stream."""
+    from modernenc.data.masking import MLMMasker, load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    pad_id = tok.token_to_id("[PAD]")
+    masker = MLMMasker.from_tokenizer(tok, mlm_probability=mlm_probability, seed=seed)
+    dataset = TokenStreamingDataset(
+        local, remote, split=split, shuffle=shuffle, shuffle_seed=seed, **dataset_kwargs
+    )
+    return PackedStreamingDataset(dataset, capacity, buffer_size, masker, pad_id, num_workers)
+
+
+__all__ = [
+    "PackedStreamingDataset",
+    "ShardReadError",
+    "TokenStreamingDataset",
+    "build_packed_mlm_stream",
+]

@@ -1,0 +1,81 @@
+"""Composer glue: wrap a modernenc task model, and describe packed batches to composer's trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from composer.core import DataSpec
+from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
+from composer.models import ComposerModel
+from torchmetrics import Metric
+
+from modernenc.model.encoder import ModernEncoderPreTrainedModel
+
+# Config fields that may differ between a checkpoint and the run loading it.
+RUNTIME_FIELDS = (
+    "attn_backend",
+    "compile",
+    "attention_dropout",
+    "embedding_dropout",
+    "mlp_dropout",
+    "classifier_dropout",
+)
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "cu_seqlens", "max_seqlen", "position_ids")
+
+
+class ModernEncoderComposerModel(ComposerModel):
+    """A task model as composer sees it: forward on a batch dict, loss from the model's output."""
+
+    def __init__(self, model: ModernEncoderPreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.train_metrics: dict[str, Metric] = {}
+        self.eval_metrics: dict[str, Metric] = {
+            "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=-100),
+            "MaskedAccuracy": MaskedAccuracy(ignore_index=-100),
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        # Stored in every composer checkpoint, so export needs nothing but the checkpoint.
+        return {"model_config": self.model.config.to_dict(), "architecture": self.model.hf_architecture}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("architecture") != self.model.hf_architecture or state.get("model_config") is None:
+            raise ValueError(
+                f"checkpoint holds a {state.get('architecture')} model; this run builds a "
+                f"{self.model.hf_architecture}"
+            )
+        saved = {k: v for k, v in state["model_config"].items() if k not in RUNTIME_FIELDS}
+        ours = {k: v for k, v in self.model.config.to_dict().items() if k not in RUNTIME_FIELDS}
+        changed = sorted(k for k in ours if saved.get(k) != ours[k])
+        if changed:
+            raise ValueError(f"checkpoint's model differs from this run's in: {', '.join(changed)}")
+
+    def forward(self, batch: dict[str, Any]):
+        return self.model(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
+
+    def loss(self, outputs, batch: dict[str, Any]) -> torch.Tensor:
+        return outputs.loss
+
+    def eval_forward(self, batch: dict[str, Any], outputs=None):
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: dict[str, Any], outputs, metric: Metric) -> None:
+        # Sparse prediction: logits have one row per labelled token, in packed order.
+        labels = batch["labels"].reshape(-1)
+        labels = labels[labels != -100]
+        metric.update(outputs.logits, labels)
+
+
+def packed_batch_spec(dataloader) -> DataSpec:
+    """A packed micro-batch counts its real sequences and tokens, and is never split further."""
+    return DataSpec(
+        dataloader,
+        get_num_samples_in_batch=lambda batch: int(batch["num_sequences"]),
+        get_num_tokens_in_batch=lambda batch: int(batch["num_real_tokens"]),
+        split_batch=lambda batch, microbatch_size: [batch],
+    )

@@ -1,0 +1,82 @@
+"""Tokenizer training: HF-format output that AutoTokenizer loads, ModernBERT specials, padded vocabulary."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from modernenc.paths import shared_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+WIKI = shared_data_dir() / "wikipedia_en" / "AA" / "wiki_01"
+
+
+def _load_main():
+    spec = importlib.util.spec_from_file_location(
+        "train_tokenizer", ROOT / "data_prep" / "train_tokenizer.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+train = _load_main()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tok")
+    raw = WIKI.read_bytes()
+    (root / "wiki_01").write_bytes(raw[: raw.index(b"</doc>", 300_000) + 7])
+    out = root / "out"
+    assert (
+        train(
+            ["--input", str(root / "wiki_01"), "--vocab-size", "600", "--output", str(out), "--no-progress"]
+        )
+        == 0
+    )
+    return out
+
+
+def test_files_and_autotokenizer_round_trip(trained):
+    from transformers import AutoTokenizer
+
+    assert {p.name for p in trained.iterdir()} >= {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
+    tok = AutoTokenizer.from_pretrained(str(trained))
+    assert len(tok) == 640  # 600 trained (incl. 5 specials) padded up to a multiple of 64
+    for name in ("cls", "sep", "pad", "mask", "unk"):
+        assert getattr(tok, f"{name}_token") == f"[{name.upper()}]"
+    text = "Anarchism — naïve café 東京 (1840s): 3.5% of e-mails."
+    ids = tok(text).input_ids
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.unk_token_id not in ids  # byte-level alphabet covers any input
+    assert tok.decode(ids[1:-1]) == text
+    pair = tok("first", "second").input_ids
+    assert pair.count(tok.sep_token_id) == 2 and pair[0] == tok.cls_token_id
+
+
+def test_unused_padding_and_masker_vocabulary(trained):
+    from modernenc.data.masking import MLMMasker, load_tokenizer
+
+    tok = load_tokenizer(trained)
+    added = json.loads((trained / "tokenizer.json").read_text())["added_tokens"]
+    unused = [t for t in added if t["content"].startswith("[unused")]
+    assert len(unused) == 40 and not any(t["special"] for t in unused)
+    masker = MLMMasker.from_tokenizer(tok)
+    assert masker.mask_token_id == tok.token_to_id("[MASK]")
+    assert len(masker.random_ids) == 640 - 5 - 40
+    config = json.loads((trained / "tokenizer_config.json").read_text())
+    assert config["model_max_length"] == 8192
+    special_map = json.loads((trained / "special_tokens_map.json").read_text())
+    assert special_map["mask_token"]["lstrip"] is True
+
+
+def test_existing_output_needs_force(trained, capsys):
+    argv = ["--input", str(WIKI), "--vocab-size", "600", "--output", str(trained), "--no-progress"]
+    assert train(argv) == 1
+    assert "--force" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""`train.py`: config validation before anything is built, a real composer run, and exact resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from composer.loggers import InMemoryLogger
+from conftest import SHARED_DATA
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from modernenc.data.corpus import read_wikiextractor
+from modernenc.data.masking import load_tokenizer
+from modernenc.data.mds import prepare_output_dir, write_mds_corpus
+from modernenc.train.builders import build_trainer
+from modernenc.train.config import ConfigError, load_config
+from modernenc.train.export import export_to_hf, load_composer_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENIZER = SHARED_DATA / "tokenizers" / "modernbert"
+
+
+@pytest.fixture(scope="module")
+def wiki_shards(tmp_path_factory) -> Path:
+    out = prepare_output_dir(tmp_path_factory.mktemp("wiki") / "mds", force=False)
+    docs = list(read_wikiextractor(SHARED_DATA / "wikipedia_en" / "AA" / "wiki_00"))[:20]
+    write_mds_corpus(docs, load_tokenizer(TOKENIZER), out, max_length=128, progress=False)
+    return out / "train"
+
+
+def write_yaml(tmp_path: Path, shards: Path, **extra: str) -> Path:
+    lines = [
+        "run_name: t",
+        f"save_folder: {tmp_path / 'run'}",
+        "model: {preset: tiny}",
+        f"data: {{train: {shards}, tokenizer: {TOKENIZER}, max_seq_len: 128, micro_batch_size: 2}}",
+        "scheduler: {t_warmup: 2ba, t_decay: 0ba}",
+        "max_duration: 4ba",
+        "save_interval: 2ba",
+        "logging: {progress_bar: false}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "train.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
+    yaml = write_yaml(tmp_path, wiki_shards)
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer\.lrr' \(did you mean 'optimizer\.lr'\?\)"):
+        load_config(yaml, ["optimizer.lrr=1e-3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.max_seq_len=abc", r"key 'data\.max_seq_len' has a wrong type"),
+        ("max_duration=-5ba", r"max_duration='-5ba' must be positive"),
+        ("max_duration=soon", r"not a duration"),
+        ("model.task=translation", r"model\.task='translation'"),
+    ],
+)
+def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_yaml(tmp_path, wiki_shards), [override])
+
+
+def test_missing_data_fails_before_the_model_is_built(tmp_path, wiki_shards):
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.train={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match=r"data\.train: no MDS shards at"):
+        build_trainer(cfg)
+
+
+def losses_of(trainer) -> dict[int, float]:
+    logger = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
+    return {int(ts.batch): float(v) for ts, v in logger.data["loss/train/total"]}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, wiki_shards) -> tuple[Path, dict[int, float]]:
+    """Four batches without interruption: the reference loss curve and its checkpoints."""
+    folder = tmp_path_factory.mktemp("straight")
+    trainer = build_trainer(load_config(write_yaml(folder, wiki_shards)), loggers=[InMemoryLogger()])
+    trainer.fit()
+    losses = losses_of(trainer)
+    trainer.close()
+    return folder / "run", losses
+
+
+def test_resumed_run_reproduces_the_uninterrupted_loss_curve(tmp_path, wiki_shards, straight_run):
+    _, expected = straight_run
+    assert len(expected) == 4 and all(v == v for v in expected.values())
+    yaml = write_yaml(tmp_path, wiki_shards)
+    first = build_trainer(load_config(yaml, ["max_duration=2ba"]), loggers=[InMemoryLogger()])
+    first.fit()
+    first.close()
+    resumed = build_trainer(load_config(yaml, ["autoresume=true"]), loggers=[InMemoryLogger()])
+    resumed.fit()
+    got = {**losses_of(first), **losses_of(resumed)}
+    resumed.close()
+    assert sorted(got) == sorted(expected)
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, abs=1e-6), f"batch {step}"
+
+
+def test_resume_with_another_architecture_is_refused(tmp_path, wiki_shards, straight_run):
+    run_folder, _ = straight_run
+    cfg = load_config(
+        write_yaml(tmp_path, wiki_shards),
+        [f"save_folder={run_folder}", "autoresume=true", "model.preset=mini", "max_duration=6ba"],
+    )
+    with pytest.raises(ValueError, match="differs from this run's in: .*hidden_size"):
+        build_trainer(cfg).fit()
+
+
+def test_exported_checkpoint_loads_in_transformers(tmp_path, straight_run):
+    run_folder, _ = straight_run
+    out = export_to_hf(run_folder / "latest-rank0.pt", tmp_path / "hf", tokenizer_path=TOKENIZER)
+    ours = load_composer_checkpoint(run_folder / "latest-rank0.pt").eval()
+    hf, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True, attn_implementation="sdpa")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    batch = AutoTokenizer.from_pretrained(out)(
+        ["Aspirin may cause [MASK] bleeding.", "Hi."], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = hf.eval()(**batch).logits
+        got = ours(batch["input_ids"], batch["attention_mask"]).logits
+    real = batch["attention_mask"].bool()
+    assert float((expected - got)[real].abs().max()) < 1e-4
+
+
+def test_existing_run_is_not_overwritten_without_consent(tmp_path, wiki_shards):
+    yaml = write_yaml(tmp_path, wiki_shards)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ep0-ba2-rank0.pt").write_bytes(b"earlier run")
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        build_trainer(load_config(yaml))
+    assert (run / "ep0-ba2-rank0.pt").read_bytes() == b"earlier run"
+
+
+def test_train_py_reports_config_errors_in_one_line(tmp_path, wiki_shards):
+    yaml = write_yaml(tmp_path, wiki_shards)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), str(yaml), "optimzer.lr=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode != 0
+    assert "train.py: error:" in proc.stderr and "did you mean 'optimizer'?" in proc.stderr

@@ -1,0 +1,34 @@
+"""Train a modernenc model from a yaml recipe.
+
+    composer train.py yamls/quickstart/pretrain.yaml [key=value ...]     # one process per device
+    python train.py yamls/quickstart/pretrain.yaml max_duration=20ba     # a single process
+
+Overrides use dotted keys (`optimizer.lr=3e-4`, `data.micro_batch_size=4`) and are checked against the
+same typed schema as the yaml (`src/modernenc/train/config.py`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from modernenc.train.config import ConfigError, load_config
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        from modernenc.train.builders import build_trainer
+
+        trainer = build_trainer(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        sys.exit(f"train.py: error: {err}")
+    print(f"==> training {cfg.run_name}: checkpoints go to {cfg.save_folder}")
+    trainer.fit()
+    trainer.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
