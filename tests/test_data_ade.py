@@ -188,7 +188,7 @@ def test_hf_rows_go_through_the_same_protocol(default_split, tmp_path, monkeypat
         return table
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    monkeypatch.setattr("modernenc.data.corpus._hub_reachable", lambda: True)
+    monkeypatch.setattr("modernenc.hub.hub_reachable", lambda: True)
     assert run(tmp_path / "hf", source="hf") == 0
     assert calls == [("ade_corpus_v2", "Ade_corpus_v2_classification", "train")]
     for name in SPLITS:

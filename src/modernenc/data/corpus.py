@@ -125,32 +125,26 @@ def read_hf_dataset(
 ) -> Iterator[Document]:
     """Stream a dataset through ``datasets.load_dataset`` (a hub name or a builder such as ``json``)."""
     import datasets
-    import huggingface_hub.constants as hub_constants
 
-    # Without network the hub client retries for ~30 s before failing; switch to offline mode up front
-    # (cached datasets and packaged builders such as 'json' still load) so the error comes at once.
-    offline = not hub_constants.HF_HUB_OFFLINE and not _hub_reachable()
-    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
-    if offline:
-        datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=True)
-        iterator = iter(ds)
-        first = next(iterator, None)
-    except Exception as err:  # hub errors come in many types (connection, not found, gated, offline)
-        from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+    from modernenc.hub import offline_unless_reachable
 
-        is_local = name in _PACKAGED_DATASETS_MODULES or Path(name).exists()
-        if (offline or hub_constants.HF_HUB_OFFLINE) and not is_local:
+    with offline_unless_reachable() as offline:
+        try:
+            ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=True)
+            iterator = iter(ds)
+            first = next(iterator, None)
+        except Exception as err:  # hub errors come in many types (connection, not found, gated, offline)
+            from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+            is_local = name in _PACKAGED_DATASETS_MODULES or Path(name).exists()
+            if offline and not is_local:
+                raise RuntimeError(
+                    f"could not load the Hugging Face dataset '{name}': the Hub is unreachable (offline); "
+                    "download it elsewhere and pass a local file or folder (text, jsonl, parquet) as --input"
+                ) from err
             raise RuntimeError(
-                f"could not load the Hugging Face dataset '{name}' because the Hub is unreachable (offline); "
-                "download it elsewhere and pass a local file or folder (text, jsonl, parquet) as --input"
+                f"could not load the Hugging Face dataset '{name}': {type(err).__name__}: {err}"
             ) from err
-        raise RuntimeError(
-            f"could not load the Hugging Face dataset '{name}': {type(err).__name__}: {err}"
-        ) from err
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
     records = iter(()) if first is None else _chain_first(first, iterator)
     for i, record in enumerate(records):
         doc_id = f"{name}:{split}:{i}"
@@ -159,20 +153,6 @@ def read_hf_dataset(
             yield Document(doc_id, None, f"missing string field '{text_field}'")
         else:
             yield _checked(doc_id, text)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    import huggingface_hub.constants as hub_constants
-
-    host = urlparse(hub_constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _chain_first(first, rest):

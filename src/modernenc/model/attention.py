@@ -1,7 +1,8 @@
 """Attention over packed (unpadded) tokens, with interchangeable kernels.
 
-All backends take `qkv` of shape `[T, 3, heads, head_dim]` (the real tokens of every sequence, back to
-back, rotary already applied) plus a `PackedLayout`, and return `[T, heads, head_dim]`. `window` is the
+All backends take `qk` of shape `[T, 2, heads, head_dim]` (rotary already applied) and `v` of shape
+`[T, heads, head_dim]` (the real tokens of every sequence, back to back) plus a `PackedLayout`, and
+return `[T, heads, head_dim]`. `window` is the
 number of tokens a local layer sees on each side (`None` for global attention).
 
 - `flash`: flash-attn's varlen kernel on CUDA; local layers use its sliding window.
@@ -22,7 +23,10 @@ import torch.nn.functional as F
 
 # Buckets hold sequences whose lengths are within this ratio of the bucket's longest one, which bounds
 # the attention spent on padding at 1 / ratio**2 while keeping the number of kernel calls small.
-BUCKET_LENGTH_RATIO = 0.75
+BUCKET_LENGTH_RATIO = 0.9
+# Short sequences may also join when within this many tokens of the longest: their attention is cheap,
+# and fewer buckets means fewer kernel calls and gathers.
+BUCKET_MIN_SLACK = 32
 # Local layers switch from a dense band mask to blocked attention from this many windows per sequence.
 BLOCKED_LOCAL_MIN_WINDOWS = 4
 
@@ -63,10 +67,11 @@ def build_buckets(cu_seqlens: torch.Tensor) -> list[Bucket]:
     by_length = sorted((-(e - s), s) for s, e in zip(bounds[:-1], bounds[1:], strict=True) if e > s)
     groups: list[list[tuple[int, int]]] = []
     for neg_len, start in by_length:
-        if groups and -neg_len >= BUCKET_LENGTH_RATIO * groups[-1][0][0]:
-            groups[-1].append((-neg_len, start))
+        length, longest = -neg_len, (groups[-1][0][0] if groups else 0)
+        if groups and (length >= BUCKET_LENGTH_RATIO * longest or longest - length <= BUCKET_MIN_SLACK):
+            groups[-1].append((length, start))
         else:
-            groups.append([(-neg_len, start)])
+            groups.append([(length, start)])
 
     buckets = []
     for group in groups:
@@ -131,43 +136,51 @@ def _blocked_local_attention(q, k, v, key_mask, window, dropout_p) -> torch.Tens
 
 
 def _bucket_attention(
-    grid: torch.Tensor, bucket: Bucket, window: int | None, dropout_p: float
+    qk: torch.Tensor, v: torch.Tensor, bucket: Bucket, window: int | None, dropout_p: float
 ) -> torch.Tensor:
-    """Attention within one bucket. grid: [n, L, 3, h, d]; returns [n, L, h, d]."""
-    q, k, v = grid.unbind(2)
+    """Attention within one bucket. qk: [n, L, 2, h, d], v: [n, L, h, d]; returns [n, L, h, d]."""
+    q, k = qk.unbind(2)
     if window is not None and bucket.length >= BLOCKED_LOCAL_MIN_WINDOWS * window:
         return _blocked_local_attention(q, k, v, bucket.key_mask, window, dropout_p)
     return _dense_attention(q, k, v, bucket.key_mask, window, dropout_p)
 
 
 def sdpa_attention(
-    qkv: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
+    qk: torch.Tensor, v: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
 ) -> torch.Tensor:
-    num_tokens, _, heads, dim = qkv.shape
+    num_tokens, heads, dim = v.shape
     buckets = layout.buckets()
     if len(buckets) == 1 and buckets[0].is_identity:  # equal lengths, in order: a plain reshape
-        bucket = buckets[0]
-        grid = qkv.view(bucket.token_index.shape[0], bucket.length, 3, heads, dim)
-        return _bucket_attention(grid, bucket, window, dropout_p).reshape(num_tokens, heads, dim)
-    result = qkv.new_empty(num_tokens, heads, dim)
+        n, length = buckets[0].token_index.shape
+        out = _bucket_attention(
+            qk.view(n, length, 2, heads, dim), v.view(n, length, heads, dim), buckets[0], window, dropout_p
+        )
+        return out.reshape(num_tokens, heads, dim)
+    result = v.new_empty(num_tokens, heads, dim)
     for bucket in buckets:
-        out = _bucket_attention(qkv[bucket.token_index], bucket, window, dropout_p).reshape(-1, heads, dim)
+        idx = bucket.token_index
+        out = _bucket_attention(qk[idx], v[idx], bucket, window, dropout_p).reshape(-1, heads, dim)
         result.index_copy_(0, bucket.real_index, out if bucket.real_slots is None else out[bucket.real_slots])
     return result
 
 
 def flash_attention(
-    qkv: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
+    qk: torch.Tensor, v: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
 ) -> torch.Tensor:
-    from flash_attn import flash_attn_varlen_qkvpacked_func  # optional dependency: GPU only
+    from flash_attn import flash_attn_varlen_func  # optional dependency: GPU only
 
-    dtype = qkv.dtype
+    dtype = v.dtype
+    q, k = qk.unbind(1)
     if dtype not in (torch.float16, torch.bfloat16):  # the kernel takes half precision only
-        qkv = qkv.to(torch.bfloat16)
-    out = flash_attn_varlen_qkvpacked_func(
-        qkv,
-        cu_seqlens=layout.cu_seqlens,
-        max_seqlen=layout.max_seqlen,
+        q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+    out = flash_attn_varlen_func(
+        q,
+        k,
+        v,
+        cu_seqlens_q=layout.cu_seqlens,
+        cu_seqlens_k=layout.cu_seqlens,
+        max_seqlen_q=layout.max_seqlen,
+        max_seqlen_k=layout.max_seqlen,
         dropout_p=dropout_p,
         window_size=(-1, -1) if window is None else (window, window),
     )

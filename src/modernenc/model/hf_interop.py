@@ -82,10 +82,15 @@ def resolve_checkpoint_dir(path_or_hub_id: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint folder {name!r} does not exist")
     from huggingface_hub import snapshot_download
 
+    from modernenc.hub import offline_unless_reachable
+
     try:
-        return Path(
-            snapshot_download(repo_id=name, allow_patterns=[CONFIG_NAME, "*.safetensors", *TOKENIZER_FILES])
-        )
+        with offline_unless_reachable():  # cached snapshots still resolve
+            return Path(
+                snapshot_download(
+                    repo_id=name, allow_patterns=[CONFIG_NAME, "*.safetensors", *TOKENIZER_FILES]
+                )
+            )
     except Exception as err:  # offline, unknown repo, no network: all end the same way for the user
         raise OSError(
             f"Could not load {name!r} from the Hugging Face hub ({type(err).__name__}); "

@@ -75,9 +75,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         qkv = self.Wqkv(x).view(-1, 3, self.num_heads, self.head_dim)
         cos, sin = (t.to(qkv.dtype) for t in rotary)
-        qkv[:, :2] = apply_rotary(qkv[:, :2], cos, sin)  # q and k in one pass, in place
+        qk = apply_rotary(qkv[:, :2], cos, sin)  # q and k rotated in one pass
         dropout = self.dropout if self.training else 0.0
-        out = layout.attend(qkv, layout, window=self.window, dropout_p=dropout)
+        out = layout.attend(qk, qkv[:, 2], layout, window=self.window, dropout_p=dropout)
         return self.out_drop(self.Wo(out.reshape(x.shape[0], -1)))
 
 

@@ -70,28 +70,21 @@ def read_raw_ade(folder: str | Path) -> list[tuple[str, int]]:
 def read_raw_hf(name: str = HF_NAME, config: str = HF_CONFIG) -> list[tuple[str, int]]:
     """The Hugging Face classification config (columns ``text``, ``label``) through ``datasets``."""
     import datasets
-    import huggingface_hub.constants as hub_constants
 
-    from modernenc.data.corpus import _hub_reachable
+    from modernenc.hub import offline_unless_reachable
 
-    # Offline the hub client retries for a while before failing; decide up front so the error is immediate.
-    offline = hub_constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE or not _hub_reachable()
-    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
-    if offline:  # a cached copy still loads in offline mode
-        datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        ds = datasets.load_dataset(name, config, split="train")
-    except Exception as err:  # hub errors come in many types (connection, offline, not found)
-        if offline:
+    with offline_unless_reachable() as offline:  # a cached copy still loads offline
+        try:
+            ds = datasets.load_dataset(name, config, split="train")
+        except Exception as err:  # hub errors come in many types (connection, offline, not found)
+            if offline:
+                raise RuntimeError(
+                    f"cannot load the Hugging Face dataset '{name}' offline; pass the local corpus folder "
+                    "instead, e.g. --source ../shared/data/ade_corpus_v2"
+                ) from err
             raise RuntimeError(
-                f"cannot load the Hugging Face dataset '{name}' offline; pass the local corpus folder "
-                "instead, e.g. --source /work/shared/data/ade_corpus_v2"
+                f"cannot load the Hugging Face dataset '{name}': {type(err).__name__}: {err}"
             ) from err
-        raise RuntimeError(
-            f"cannot load the Hugging Face dataset '{name}': {type(err).__name__}: {err}"
-        ) from err
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
     return [(text.strip(), int(label)) for text, label in zip(ds["text"], ds["label"], strict=True)]
 
 
