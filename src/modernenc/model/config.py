@@ -7,9 +7,10 @@ without a translation table.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any
+
+from modernenc.suggest import did_you_mean
 
 # ModernBERT's tokenizer (a modified OLMo tokenizer): 50,368 ids, the last 83 unused.
 MODERNBERT_VOCAB_SIZE = 50368
@@ -146,12 +147,7 @@ class ModernEncoderConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            hints = [
-                f"{k!r} (did you mean {m[0]!r}?)"
-                if (m := difflib.get_close_matches(k, known, 1))
-                else repr(k)
-                for k in unknown
-            ]
+            hints = [f"{k!r}{did_you_mean(k, known)}" for k in unknown]
             raise ValueError(f"unknown model config key(s): {', '.join(hints)}")
         return cls(**values)
 

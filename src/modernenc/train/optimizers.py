@@ -13,13 +13,14 @@ weights, same fused kernels and state layout. (Composer's version would add per-
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
 import optimi
 import torch
 from torch import nn
+
+from modernenc.suggest import did_you_mean
 
 __all__ = ["NO_DECAY_MODULES", "OPTIMIZERS", "build_optimizer", "param_groups", "param_groups_summary"]
 
@@ -38,11 +39,6 @@ NO_DECAY_MODULES: tuple[type[nn.Module], ...] = (
 
 # Group names, in the order they appear in `optimizer.param_groups`.
 _DECAY, _NO_DECAY, _EMBEDDING = "decay", "no_decay", "embedding"
-
-
-def _did_you_mean(name: str, choices: Any) -> str:
-    near = difflib.get_close_matches(name, list(choices), 1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def _classify(module: nn.Module, param: nn.Parameter) -> str:
@@ -98,7 +94,7 @@ def build_optimizer(
     """
     if name not in OPTIMIZERS:
         raise ValueError(
-            f"unknown optimizer {name!r}{_did_you_mean(name, OPTIMIZERS)}; choose from {sorted(OPTIMIZERS)}"
+            f"unknown optimizer {name!r}{did_you_mean(name, OPTIMIZERS)}; choose from {sorted(OPTIMIZERS)}"
         )
     cls = OPTIMIZERS[name]
     accepted = [
@@ -109,7 +105,7 @@ def build_optimizer(
     for key in kwargs:
         if key not in accepted:
             raise ValueError(
-                f"unknown argument {key!r} for optimizer {name!r}{_did_you_mean(key, accepted)}; "
+                f"unknown argument {key!r} for optimizer {name!r}{did_you_mean(key, accepted)}; "
                 f"accepted: {['lr', 'betas', 'eps', 'weight_decay', 'decay_embeddings', *accepted]}"
             )
     if lr <= 0:

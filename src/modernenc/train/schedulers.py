@@ -24,6 +24,8 @@ from typing import Any
 from composer.core import State, Time, TimeUnit
 from composer.optim import ComposerScheduler
 
+from modernenc.suggest import did_you_mean
+
 __all__ = [
     "DECAY_SHAPES",
     "SCHEDULERS",
@@ -266,23 +268,18 @@ SCHEDULERS: dict[str, type[ComposerScheduler]] = {
 }
 
 
-def _did_you_mean(name: str, choices: Any) -> str:
-    near = difflib.get_close_matches(name, list(choices), 1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
-
-
 def build_scheduler(name: str, **kwargs: Any) -> ComposerScheduler:
     """Build a scheduler from the registry by name, rejecting unknown names and arguments up front."""
     if name not in SCHEDULERS:
         raise ValueError(
-            f"unknown scheduler {name!r}{_did_you_mean(name, SCHEDULERS)}; choose from {sorted(SCHEDULERS)}"
+            f"unknown scheduler {name!r}{did_you_mean(name, SCHEDULERS)}; choose from {sorted(SCHEDULERS)}"
         )
     cls = SCHEDULERS[name]
     params = inspect.signature(cls).parameters
     for key in kwargs:
         if key not in params:
             raise ValueError(
-                f"unknown argument {key!r} for scheduler {name!r}{_did_you_mean(key, params)}; "
+                f"unknown argument {key!r} for scheduler {name!r}{did_you_mean(key, params)}; "
                 f"accepted: {list(params)}"
             )
     missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
