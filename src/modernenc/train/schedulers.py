@@ -16,7 +16,6 @@ the first two batches get LR 0, and the last batch of the run trains just above 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from typing import Any
@@ -54,8 +53,7 @@ def _check_alpha(name: str, value: float) -> None:
 def _normalize_shape(shape: str) -> str:
     shape = _SHAPE_ALIASES.get(shape, shape)
     if shape not in DECAY_SHAPES:
-        near = difflib.get_close_matches(shape, DECAY_SHAPES, 1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        hint = did_you_mean(shape, DECAY_SHAPES)
         raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {shape!r}{hint}")
     return shape
 
