@@ -20,13 +20,16 @@ def main(argv: list[str]) -> None:
         return
     try:
         cfg = load_config(argv[0], argv[1:])
-        from modernenc.train.builders import build_trainer
+        from modernenc.train.builders import build_task, build_trainer
 
-        trainer = build_trainer(cfg)
+        parts = build_task(cfg)
+        trainer = build_trainer(cfg, parts=parts)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         sys.exit(f"train.py: error: {err}")
-    print(f"==> training {cfg.run_name}: checkpoints go to {cfg.save_folder}")
+    print(f"==> training {cfg.run_name} ({cfg.model.task}): checkpoints go to {cfg.save_folder}")
     trainer.fit()
+    if parts.finish is not None:
+        parts.finish(trainer)
     trainer.close()
 
 

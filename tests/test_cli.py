@@ -31,3 +31,17 @@ def test_export_of_a_missing_checkpoint_is_a_one_line_error(tmp_path):
         main(["export-hf", str(tmp_path / "missing.pt"), str(tmp_path / "out")])
     assert str(exit_info.value.code).startswith("modernenc export-hf: error: checkpoint")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["tile", "average-checkpoints"])
+def test_tile_and_average_help_exit_0_with_an_example(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0
+    assert f"Example: modernenc {name} " in capsys.readouterr().out
+
+
+def test_average_of_a_missing_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="average-checkpoints: error: save folder .* does not exist"):
+        main(["average-checkpoints", str(tmp_path / "nowhere"), str(tmp_path / "avg.pt"), "--last", "2"])
+    assert not (tmp_path / "avg.pt").exists()

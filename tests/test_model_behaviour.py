@@ -14,7 +14,14 @@ from modernenc import (
     ModernEncoderForSequenceClassification,
     ModernEncoderModel,
 )
-from modernenc.model.attention import _blocked_local_attention, resolve_backend
+from modernenc.model.attention import (
+    BAND_BLOCK,
+    PackedLayout,
+    _banded_attention,
+    _bucket_attention,
+    resolve_backend,
+)
+from modernenc.model.padding import positions_from_cu_seqlens
 
 SMALL = dict(
     vocab_size=512,
@@ -164,14 +171,44 @@ def naive_window_attention(q, k, v, lengths, window):
     return out
 
 
-def test_blocked_local_attention_matches_explicit_window():
-    lengths, window = [300, 129, 64], 32
-    q, k, v = (torch.randn(3, 300, 2, 8) for _ in range(3))
-    key_mask = torch.arange(300)[None, :] < torch.tensor(lengths)[:, None]
-    got = _blocked_local_attention(q, k, v, key_mask, window, 0.0)
-    expected = naive_window_attention(q, k, v, lengths, window)
-    for row, n in enumerate(lengths):
-        torch.testing.assert_close(got[row, :n], expected[row, :n], atol=1e-5, rtol=1e-5)
+def packed_attention_inputs(lengths, heads=2, dim=8):
+    """Random padded q, k, v `[n, L, h, d]`, their packed forms (`qk` `[T, 2, h, d]`, `v` `[T, h, d]`)
+    and the layout."""
+    longest = max(lengths)
+    q, k, v = (torch.randn(len(lengths), longest, heads, dim) for _ in range(3))
+    real = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    layout = PackedLayout(cu_seqlens, longest, positions_from_cu_seqlens(cu_seqlens, sum(lengths)))
+    return (q, k, v, real), (torch.stack((q[real], k[real]), 1), v[real]), layout
+
+
+def test_banded_local_attention_matches_explicit_window():
+    lengths, window = [300, 129, 64, 7], 32  # 500 tokens: the last block is partly padding
+    assert sum(lengths) % BAND_BLOCK != 0
+    (q, k, v, real), (qk, packed_v), layout = packed_attention_inputs(lengths)
+    got = _banded_attention(qk, packed_v, layout.band_mask(window, torch.float32), window, 0.0)
+    expected = naive_window_attention(q, k, v, lengths, window)[real]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [[150, 40, 97, 97, 12], [64, 64, 64]], ids=["buckets", "in-order grid"])
+def test_local_attention_routes_agree_forward_and_backward(lengths):
+    """Banded attention and band-masked grids are two routes to one sliding window; gradients agree too."""
+    window = 16
+    _, (qk, v), layout = packed_attention_inputs(lengths)
+    assert layout.buckets().is_identity == (len(set(lengths)) == 1)
+    weights = torch.randn(v.shape)
+    results = []
+    for route in ("banded", "grids"):
+        qk_, v_ = qk.clone().requires_grad_(), v.clone().requires_grad_()
+        if route == "banded":
+            out = _banded_attention(qk_, v_, layout.band_mask(window, qk.dtype), window, 0.0)
+        else:
+            out = _bucket_attention(qk_, v_, layout.buckets(), window, 0.0)
+        (out * weights).sum().backward()
+        results.append((out, qk_.grad, v_.grad))
+    for banded, grids in zip(*results, strict=True):
+        torch.testing.assert_close(banded, grids, atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_autocast_runs_close_to_fp32():

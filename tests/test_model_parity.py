@@ -1,7 +1,9 @@
 """Parity with `transformers`' own ModernBert, in both directions, on padded mixed-length batches.
 
 The window is 16 tokens (8 per side) and the batch mixes lengths 9..200, so local and global layers both
-matter, and every attention path runs: no mask (length <= window), dense band, and blocked local.
+matter, and the sdpa routes run: bucket grids with and without padding (global layers), banded attention
+over the packed stream (local layers), the in-order grid of an equal-length batch, and band-masked grids
+for local layers on short sequences.
 """
 
 from __future__ import annotations
@@ -85,6 +87,19 @@ def test_hf_to_modernenc_fixed_length_batch(tmp_path):
     hf.save_pretrained(tmp_path)
     ours = ModernEncoderForMaskedLM.from_pretrained(tmp_path).eval()
     ids, mask = padded_batch([96, 96, 96])
+    with torch.no_grad():
+        diff = max_diff_on_real_tokens(
+            hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask).logits, mask
+        )
+    assert diff < TOLERANCE
+
+
+def test_hf_to_modernenc_short_sequences_just_over_the_window(tmp_path):
+    """Sequences a little longer than the window: local layers take band-masked bucket grids."""
+    hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()
+    hf.save_pretrained(tmp_path)
+    ours = ModernEncoderForMaskedLM.from_pretrained(tmp_path).eval()
+    ids, mask = padded_batch([20, 12, 17, 9, 20])
     with torch.no_grad():
         diff = max_diff_on_real_tokens(
             hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask).logits, mask

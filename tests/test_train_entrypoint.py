@@ -36,7 +36,9 @@ def write_yaml(tmp_path: Path, shards: Path, **extra: str) -> Path:
         "run_name: t",
         f"save_folder: {tmp_path / 'run'}",
         "model: {preset: tiny}",
-        f"data: {{train: {shards}, tokenizer: {TOKENIZER}, max_seq_len: 128, micro_batch_size: 2}}",
+        # Batch-size warmup 2 -> 4 sequences over 512 token slots: steps of 1, 1, 2, 2 micro-batches.
+        f"data: {{train: {shards}, tokenizer: {TOKENIZER}, max_seq_len: 128, micro_batch_size: 2, "
+        "global_batch_size: 4, batch_size_warmup: {min_batch_size: 2, warmup_tokens: 512}}",
         "scheduler: {t_warmup: 2ba, t_decay: 0ba}",
         "max_duration: 4ba",
         "save_interval: 2ba",
@@ -75,20 +77,52 @@ def test_missing_data_fails_before_the_model_is_built(tmp_path, wiki_shards):
         build_trainer(cfg)
 
 
-def losses_of(trainer) -> dict[int, float]:
+def losses_of(trainer, key: str = "loss/train/total") -> dict[int, float]:
     logger = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
-    return {int(ts.batch): float(v) for ts, v in logger.data["loss/train/total"]}
+    return {int(ts.batch): float(v) for ts, v in logger.data[key]}
+
+
+STEP_LOGS = {}  # other metrics of the straight run, by key
 
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, wiki_shards) -> tuple[Path, dict[int, float]]:
     """Four batches without interruption: the reference loss curve and its checkpoints."""
     folder = tmp_path_factory.mktemp("straight")
-    trainer = build_trainer(load_config(write_yaml(folder, wiki_shards)), loggers=[InMemoryLogger()])
+    cfg = load_config(write_yaml(folder, wiki_shards))
+    trainer = build_trainer(cfg, loggers=[InMemoryLogger()])
     trainer.fit()
     losses = losses_of(trainer)
+    STEP_LOGS["config"] = cfg
+    for key in (
+        "trainer/global_batch_size",
+        "trainer/grad_accum_steps",
+        "time/token",
+        "lr-StableAdamW/group0",
+    ):
+        STEP_LOGS[key] = losses_of(trainer, key)
     trainer.close()
     return folder / "run", losses
+
+
+def test_batch_size_warmup_steps_up_with_grad_accum(straight_run):
+    # Logged at the end of batch b (1-based count): the global batch b trained with.
+    assert STEP_LOGS["trainer/global_batch_size"] == {1: 2, 2: 2, 3: 4, 4: 4}
+    assert STEP_LOGS["trainer/grad_accum_steps"] == {1: 1, 2: 1, 3: 2, 4: 2}
+    # Composer's token clock counts the real tokens of all micro-batches of a step (these pack fully).
+    assert STEP_LOGS["time/token"] == {0: 0, 1: 256, 2: 512, 3: 1024, 4: 1536}
+
+
+def test_plot_schedule_matches_the_trained_learning_rates(straight_run):
+    from modernenc.train.schedule_plot import simulate_schedule
+
+    schedule = simulate_schedule(STEP_LOGS["config"])
+    assert schedule.global_batch_size == [2, 2, 4, 4]
+    # LRMonitor logs at the end of batch b (1-based) the LR that step b (0-based) will train with.
+    logged = STEP_LOGS["lr-StableAdamW/group0"]
+    assert [logged[b] for b in (1, 2, 3)] == pytest.approx(schedule.lr[1:])
+    # A 2ba warmup to lr 8e-4; step i trains with the multiplier of step i - 1.
+    assert schedule.lr == pytest.approx([0.0, 0.0, 4e-4, 8e-4])
 
 
 def test_resumed_run_reproduces_the_uninterrupted_loss_curve(tmp_path, wiki_shards, straight_run):
@@ -101,6 +135,8 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_curve(tmp_path, wiki_shar
     resumed = build_trainer(load_config(yaml, ["autoresume=true"]), loggers=[InMemoryLogger()])
     resumed.fit()
     got = {**losses_of(first), **losses_of(resumed)}
+    # The warmup's token count comes back from the checkpoint: the resumed steps accumulate 2 micro-batches.
+    assert losses_of(resumed, "trainer/grad_accum_steps") == {3: 2, 4: 2}
     resumed.close()
     assert sorted(got) == sorted(expected)
     for step, loss in expected.items():

@@ -156,6 +156,17 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _launched_rank_and_world() -> tuple[int, int]:
+    """This process's rank as the launcher set it, also before torch.distributed is initialized.
+
+    ``composer -n N`` builds the datasets before the Trainer initializes the process group (and
+    StreamingDataset tears down the group it makes for itself), so only the env vars say which rank we are.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 class _RankSource:
     """This rank's sample stream for one epoch; ``iter_from(start)`` skips already consumed samples."""
 
@@ -176,6 +187,29 @@ class _RankSource:
             persistent_workers=False,
         )
 
+    def _write_resume_block(self, sample_in_epoch: int, world: int) -> None:
+        """Tell StreamingDataset (and its DataLoader workers) where this epoch starts, on every rank.
+
+        ``load_state_dict`` writes a shared-memory block that all ranks of a node share and that
+        ``StreamingDataset.__iter__`` (and ``state_dict``) read. The block is created zero-filled and
+        written a moment later, so a rank that reads it in between sees an empty string and fails with
+        ``JSONDecodeError``. Hence: build the state from the dataset's own fields (never read the block
+        here), let every rank write the same bytes, and read it (``__iter__``) only after a barrier.
+        """
+        ds = self.dataset
+        state = {
+            "epoch": self.epoch,
+            "sample_in_epoch": sample_in_epoch,
+            "num_canonical_nodes": ds.num_canonical_nodes,  # pinned in TokenStreamingDataset.__init__
+            "shuffle_seed": ds.shuffle_seed,
+            "initial_physical_nodes": ds.initial_physical_nodes or ds._parallel_rank_world.num_nodes,
+        }
+        if world > 1:
+            dist.barrier()  # no rank still reads a block of an earlier round that this write replaces
+        ds.load_state_dict(state)
+        if world > 1:
+            dist.barrier()  # every rank has written before any rank reads
+
     def iter_from(self, start: int) -> Iterator[np.ndarray]:
         _, world = _rank_and_world()
         skip = min(self.common_skip, start)
@@ -184,13 +218,7 @@ class _RankSource:
         if len(self.dataset) - skip <= tail_margin:
             skip = 0
         if self.epoch is not None:
-            state = self.dataset.state_dict(0, True)
-            state.update(epoch=self.epoch, sample_in_epoch=skip * world)
-            self.dataset.load_state_dict(state)
-            if world > 1:
-                # Every rank writes StreamingDataset's shared resume block; wait until all have written,
-                # or a rank may read it half-written.
-                dist.barrier()
+            self._write_resume_block(skip * world, world)
         else:
             skip = 0
         samples = (s for batch in self._loader() for s in batch)
@@ -217,7 +245,7 @@ class PackedStreamingDataset:
         self.source = _RankSource(dataset, num_workers)
         if transform is not None:
             # Make the transform key unique across ranks, or ranks would mask with identical random draws.
-            rank, world = _rank_and_world()
+            rank, world = _launched_rank_and_world()
             base = transform
             transform = lambda ids, index: base(ids, index * world + rank)  # noqa: E731
         self.packer = SequencePacker(self.source, capacity, buffer_size, pad_token_id, transform)

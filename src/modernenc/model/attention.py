@@ -2,14 +2,19 @@
 
 All backends take `qk` of shape `[T, 2, heads, head_dim]` (rotary already applied) and `v` of shape
 `[T, heads, head_dim]` (the real tokens of every sequence, back to back) plus a `PackedLayout`, and
-return `[T, heads, head_dim]`. `window` is the
-number of tokens a local layer sees on each side (`None` for global attention).
+return `[T, heads, head_dim]`. `window` is the number of tokens a local layer sees on each side (`None`
+for global attention).
 
 - `flash`: flash-attn's varlen kernel on CUDA; local layers use its sliding window.
-- `sdpa`: pure PyTorch, for CPU and for GPUs without flash-attn. Sequences are grouped into buckets of
-  similar length and each bucket goes through `scaled_dot_product_attention`, so attention pays for
-  little padding. Local layers on long sequences use blocked attention: each block of `window` queries
-  sees only its own block and the two neighbours, so their cost grows linearly with length.
+- `sdpa`: pure PyTorch, for CPU and for GPUs without flash-attn, in two shapes:
+  - *bucket grids*: sequences of similar length are gathered (one `index_select` for all of them) into
+    padded `[n, length]` grids, each grid is one `scaled_dot_product_attention` call, and one more
+    `index_select` puts the outputs back in packed order. Batches of equal lengths in order are a grid
+    already: no gather at all. Used by global layers, and by local layers on short sequences.
+  - *banded*: local layers on long sequences attend over the packed stream itself, in blocks of
+    `BAND_BLOCK` queries that see the `BAND_BLOCK + 2 * window` keys around them through an
+    overlapping view (no copy); a mask keeps each query inside its own sequence and window. No gather,
+    no padding beyond `window` tokens at the two ends, and the cost grows linearly with length.
 """
 
 from __future__ import annotations
@@ -21,46 +26,69 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from modernenc.model.padding import sequence_ids_from_cu_seqlens
+
 # Buckets hold sequences whose lengths are within this ratio of the bucket's longest one, which bounds
 # the attention spent on padding at 1 / ratio**2 while keeping the number of kernel calls small.
 BUCKET_LENGTH_RATIO = 0.9
 # Short sequences may also join when within this many tokens of the longest: their attention is cheap,
-# and fewer buckets means fewer kernel calls and gathers.
+# and fewer buckets means fewer kernel calls.
 BUCKET_MIN_SLACK = 32
-# Local layers switch from a dense band mask to blocked attention from this many windows per sequence.
-BLOCKED_LOCAL_MIN_WINDOWS = 4
+# Queries per block in banded attention. Each block reads BAND_BLOCK + 2 * window keys, so small blocks
+# waste fewer keys outside the window and large ones use the kernel better; at window 64 on two cores,
+# 32 measured ~10% faster than 16 or 64.
+BAND_BLOCK = 32
+# A local layer whose sequences outgrow its window goes banded unless the bucket grids hold fewer than
+# this fraction of the banded key slots: grids pay a band mask over every pair plus, when not already in
+# order, a gather and a scatter; banded pays for padded copies of k and v. Measured crossover: an
+# equal-length batch (no gather) is faster banded from ~2.5 windows per sequence on.
+BANDED_MAX_GRID_SLOT_RATIO = 1.6
 
 
 @dataclass
-class Bucket:
-    """Sequences of similar length, laid out as a padded `[n, length]` grid of packed-token indices."""
+class Buckets:
+    """Sequences grouped by length into padded grids, laid out one after another in a single slot range."""
 
-    token_index: torch.Tensor  # [n, length] index into the packed tokens; padding repeats a real token
-    key_mask: torch.Tensor | None  # [n, length] True on real tokens; None when nothing is padded
-    real_slots: torch.Tensor | None  # flat grid positions of real tokens; None when nothing is padded
-    real_index: torch.Tensor  # packed-token index of each real slot, in grid order
-    length: int
-    is_identity: bool  # the grid is the packed tokens themselves, in order: no gather or scatter needed
+    index: torch.Tensor  # [slots] packed-token index of every grid slot; padding repeats a real token
+    inverse: torch.Tensor  # [T] the slot of every packed token
+    shapes: list[tuple[int, int]]  # (sequences, length) of each grid, in slot order
+    key_masks: list[torch.Tensor | None]  # [n, 1, 1, length], True on real tokens; None: nothing padded
+    is_identity: bool  # one grid that is the packed tokens themselves, in order: no gather or scatter
+
+    def key_slots(self) -> int:
+        """Query-key pairs the grids compute: a cost estimate."""
+        return sum(n * length * length for n, length in self.shapes)
 
 
 @dataclass
 class PackedLayout:
-    """Where each sequence sits in the packed token stream, plus the sdpa buckets, built on first use."""
+    """Where each sequence sits in the packed token stream, plus sdpa's helpers, built on first use and
+    shared by every layer of the forward pass."""
 
     cu_seqlens: torch.Tensor  # int32 [num_sequences + 1], starts at 0, ends at T
     max_seqlen: int
     position_ids: torch.Tensor  # [T] position of each token within its sequence
     attend: Callable[..., torch.Tensor] = field(repr=False, default=None)  # type: ignore[assignment]
-    _buckets: list[Bucket] | None = field(default=None, repr=False)
+    _buckets: Buckets | None = field(default=None, repr=False)
+    _band_masks: dict[tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def buckets(self) -> list[Bucket]:
+    @property
+    def num_tokens(self) -> int:
+        return self.position_ids.shape[0]
+
+    def buckets(self) -> Buckets:
         if self._buckets is None:
             self._buckets = build_buckets(self.cu_seqlens)
         return self._buckets
 
+    def band_mask(self, window: int, dtype: torch.dtype) -> torch.Tensor:
+        if (window, dtype) not in self._band_masks:
+            self._band_masks[window, dtype] = build_band_mask(self.cu_seqlens, self.num_tokens, window, dtype)
+        return self._band_masks[window, dtype]
 
-def build_buckets(cu_seqlens: torch.Tensor) -> list[Bucket]:
-    """Group sequences by length, longest first; each bucket's padded length is its longest sequence."""
+
+def build_buckets(cu_seqlens: torch.Tensor) -> Buckets:
+    """Group sequences by length, longest first; each grid's length is its longest sequence."""
     device = cu_seqlens.device
     bounds = cu_seqlens.tolist()
     total = bounds[-1]
@@ -73,95 +101,139 @@ def build_buckets(cu_seqlens: torch.Tensor) -> list[Bucket]:
         else:
             groups.append([(length, start)])
 
-    buckets = []
+    index, shapes, key_masks = [], [], []
+    inverse = torch.empty(total, dtype=torch.long, device=device)
+    first_slot = 0
     for group in groups:
         longest = group[0][0]
         lens = torch.tensor([n for n, _ in group], device=device)
-        starts = [s for _, s in group]
+        starts = torch.tensor([s for _, s in group], device=device)
         offsets = torch.arange(longest, device=device)
         real = offsets[None, :] < lens[:, None]
         # Padding slots point at the sequence's first token: finite values, masked out as keys.
-        index = torch.tensor(starts, device=device)[:, None] + torch.where(real, offsets[None, :], 0)
-        padded = bool((lens < longest).any())
-        real_slots = real.flatten().nonzero().squeeze(1) if padded else None
-        real_index = index.flatten() if real_slots is None else index.flatten()[real_slots]
-        identity = not padded and len(group) * longest == total and starts == list(range(0, total, longest))
-        buckets.append(Bucket(index, real if padded else None, real_slots, real_index, longest, identity))
-    return buckets
-
-
-def _band_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
-    pos = torch.arange(length, device=device)
-    return (pos[None, :] - pos[:, None]).abs() <= window
-
-
-def _dense_attention(q, k, v, key_mask, window, dropout_p) -> torch.Tensor:
-    """q, k, v: [n, L, h, d] (any strides). key_mask: [n, L] or None. Returns [n, L, h, d]."""
-    length = q.shape[1]
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    if window is not None and length > window + 1:
-        band = _band_mask(length, window, q.device)[None, None]
-        mask = band if mask is None else mask & band
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p).transpose(1, 2)
-
-
-def _blocked_local_attention(q, k, v, key_mask, window, dropout_p) -> torch.Tensor:
-    """Sliding-window attention in blocks of `window` queries, each seeing three key blocks.
-
-    q, k, v: [n, L, heads, d]. Returns [n, L, heads, d]. A query at position p in block i needs keys in
-    [p - window, p + window], which lies inside blocks i-1, i and i+1.
-    """
-    n, length, heads, dim = q.shape
-    b = window
-    num_blocks = -(-length // b)
-    pad = num_blocks * b - length
-    real = key_mask if key_mask is not None else q.new_ones(n, length, dtype=torch.bool)
-    real = F.pad(real, (b, b + pad), value=False)
-
-    def neighbourhood(t: torch.Tensor) -> torch.Tensor:  # [n, L, h, d] -> [n * blocks, h, 3b, d]
-        t = F.pad(t, (0, 0, 0, 0, b, b + pad)).unfold(1, 3 * b, b)  # [n, blocks, h, d, 3b]
-        return t.permute(0, 1, 2, 4, 3).reshape(n * num_blocks, heads, 3 * b, dim)
-
-    qb = F.pad(q, (0, 0, 0, 0, 0, pad)).view(n, num_blocks, b, heads, dim).transpose(2, 3)
-    qb = qb.reshape(n * num_blocks, heads, b, dim)
-    key_real = real.unfold(1, 3 * b, b).reshape(n * num_blocks, 1, 1, 3 * b)
-    rel = torch.arange(3 * b, device=q.device)[None, :] - (torch.arange(b, device=q.device)[:, None] + b)
-    mask = key_real & (rel.abs() <= window)[None, None]
-    out = F.scaled_dot_product_attention(
-        qb, neighbourhood(k), neighbourhood(v), attn_mask=mask, dropout_p=dropout_p
+        grid = starts[:, None] + torch.where(real, offsets[None, :], 0)
+        slots = first_slot + torch.arange(grid.numel(), device=device).view_as(grid)
+        inverse[grid[real]] = slots[real]
+        index.append(grid.flatten())
+        shapes.append((len(group), longest))
+        key_masks.append(None if bool(real.all()) else real[:, None, None, :])
+        first_slot += grid.numel()
+    identity = (
+        len(groups) == 1
+        and key_masks[0] is None
+        and [s for _, s in groups[0]] == list(range(0, total, shapes[0][1]))
     )
-    out = out.view(n, num_blocks, heads, b, dim).transpose(2, 3).reshape(n, num_blocks * b, heads, dim)
-    return out[:, :length]
+    flat_index = torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=device)
+    return Buckets(flat_index, inverse, shapes, key_masks, identity)
+
+
+def build_band_mask(
+    cu_seqlens: torch.Tensor, num_tokens: int, window: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Additive mask `[blocks, 1, BAND_BLOCK, BAND_BLOCK + 2 * window]` for `_banded_attention`.
+
+    Key j of block i is packed token `i * BAND_BLOCK - window + j`; it is visible (0, else -inf) when it
+    belongs to the query's sequence and lies within `window` of it. Slots beyond the packed tokens belong
+    to no sequence (-1) and so are never visible to a real query; padded queries see each other, which
+    keeps their softmax finite (their outputs are dropped).
+    """
+    b = BAND_BLOCK
+    num_blocks = -(-num_tokens // b)
+    seq = sequence_ids_from_cu_seqlens(cu_seqlens, num_tokens)
+    seq = F.pad(seq, (window, window + num_blocks * b - num_tokens), value=-1)
+    key_seq = seq.unfold(0, b + 2 * window, b)  # [blocks, b + 2w]
+    query_seq = seq[window : window + num_blocks * b].view(num_blocks, b)
+    offset = torch.arange(b + 2 * window, device=seq.device)[None, :] - window
+    distance = offset - torch.arange(b, device=seq.device)[:, None]  # key position - query position
+    visible = (query_seq[:, :, None] == key_seq[:, None, :]) & (distance.abs() <= window)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=seq.device).masked_fill_(~visible, float("-inf"))
+    return mask[:, None]
+
+
+def _grid_attention(
+    qk: torch.Tensor,
+    v: torch.Tensor,
+    n: int,
+    length: int,
+    key_mask: torch.Tensor | None,
+    window: int | None,
+    dropout_p: float,
+) -> torch.Tensor:
+    """Attention on one grid: `qk` `[n * length, 2, h, d]` and `v` `[n * length, h, d]` hold n rows of
+    `length` tokens. Returns `[n * length, h, d]`."""
+    heads, dim = v.shape[-2:]
+    q, k = (t.transpose(1, 2) for t in qk.view(n, length, 2, heads, dim).unbind(2))
+    mask = key_mask
+    if window is not None and length > window + 1:
+        pos = torch.arange(length, device=v.device)
+        band = (pos[None, :] - pos[:, None]).abs() <= window
+        mask = band if mask is None else mask & band
+    v = v.view(n, length, heads, dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return out.transpose(1, 2).reshape(n * length, heads, dim)  # a view: the kernel writes [n, L, h, d]
 
 
 def _bucket_attention(
-    qk: torch.Tensor, v: torch.Tensor, bucket: Bucket, window: int | None, dropout_p: float
+    qk: torch.Tensor, v: torch.Tensor, buckets: Buckets, window: int | None, dropout_p: float
 ) -> torch.Tensor:
-    """Attention within one bucket. qk: [n, L, 2, h, d], v: [n, L, h, d]; returns [n, L, h, d]."""
-    q, k = qk.unbind(2)
-    if window is not None and bucket.length >= BLOCKED_LOCAL_MIN_WINDOWS * window:
-        return _blocked_local_attention(q, k, v, bucket.key_mask, window, dropout_p)
-    return _dense_attention(q, k, v, bucket.key_mask, window, dropout_p)
+    if buckets.is_identity:  # equal lengths, in order: the packed tokens are the grid
+        ((n, length),) = buckets.shapes
+        return _grid_attention(qk, v, n, length, None, window, dropout_p)
+    grid_qk, grid_v = qk.index_select(0, buckets.index), v.index_select(0, buckets.index)
+    outs, start = [], 0
+    for (n, length), key_mask in zip(buckets.shapes, buckets.key_masks, strict=True):
+        end = start + n * length
+        outs.append(
+            _grid_attention(grid_qk[start:end], grid_v[start:end], n, length, key_mask, window, dropout_p)
+        )
+        start = end
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out.index_select(0, buckets.inverse)
+
+
+def _banded_attention(
+    qk: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, window: int, dropout_p: float
+) -> torch.Tensor:
+    """Sliding-window attention over the packed stream, `BAND_BLOCK` queries at a time.
+
+    Block i holds queries `[i * b, (i + 1) * b)`; every key they may see lies in
+    `[i * b - w, (i + 1) * b + w)`, so k and v get `w` zero rows at each end (and the last block's
+    remainder) and each block's keys are a window of that padded tensor: an overlapping view that the
+    kernel reads in place. `mask` (from `build_band_mask`) keeps each query inside its sequence and window.
+    """
+    num_tokens, _, heads, dim = qk.shape
+    b = BAND_BLOCK
+    num_blocks = mask.shape[0]
+    tail = num_blocks * b - num_tokens
+    q, k = qk.unbind(1)
+    if tail:
+        q = torch.cat((q, q.new_zeros(tail, heads, dim)))
+    queries = q.view(num_blocks, b, heads, dim).transpose(1, 2)
+
+    def key_windows(t: torch.Tensor) -> torch.Tensor:  # [T, h, d] -> [blocks, h, b + 2w, d], a view
+        t = torch.cat((t.new_zeros(window, heads, dim), t, t.new_zeros(window + tail, heads, dim)))
+        return t.unfold(0, b + 2 * window, b).transpose(2, 3)
+
+    out = F.scaled_dot_product_attention(
+        queries, key_windows(k), key_windows(v), attn_mask=mask, dropout_p=dropout_p
+    )
+    return out.transpose(1, 2).reshape(num_blocks * b, heads, dim)[:num_tokens]
 
 
 def sdpa_attention(
     qk: torch.Tensor, v: torch.Tensor, layout: PackedLayout, window: int | None = None, dropout_p: float = 0.0
 ) -> torch.Tensor:
     num_tokens, heads, dim = v.shape
+    if num_tokens == 0:
+        return v.new_empty(0, heads, dim)
+    if window is not None and layout.max_seqlen <= window + 1:
+        window = None  # every sequence fits in the window: local attention is global attention
     buckets = layout.buckets()
-    if len(buckets) == 1 and buckets[0].is_identity:  # equal lengths, in order: a plain reshape
-        n, length = buckets[0].token_index.shape
-        out = _bucket_attention(
-            qk.view(n, length, 2, heads, dim), v.view(n, length, heads, dim), buckets[0], window, dropout_p
-        )
-        return out.reshape(num_tokens, heads, dim)
-    result = v.new_empty(num_tokens, heads, dim)
-    for bucket in buckets:
-        idx = bucket.token_index
-        out = _bucket_attention(qk[idx], v[idx], bucket, window, dropout_p).reshape(-1, heads, dim)
-        result.index_copy_(0, bucket.real_index, out if bucket.real_slots is None else out[bucket.real_slots])
-    return result
+    if window is not None:
+        banded_slots = -(-num_tokens // BAND_BLOCK) * BAND_BLOCK * (BAND_BLOCK + 2 * window)
+        if buckets.key_slots() > BANDED_MAX_GRID_SLOT_RATIO * banded_slots:
+            return _banded_attention(qk, v, layout.band_mask(window, qk.dtype), window, dropout_p)
+    return _bucket_attention(qk, v, buckets, window, dropout_p)
 
 
 def flash_attention(

@@ -168,13 +168,13 @@ def load_pretrained(
     hf_config = json.loads(config_file.read_text())
     config = config_from_hf_dict(hf_config, **config_overrides)
     model = cls(config)
-    state = _adapt_state_dict(load_file(str(weights_file)), model, hf_config.get("architectures") or [])
-    _load_strict(model, state, source=folder)
+    state = adapt_state_dict(load_file(str(weights_file)), model, hf_config.get("architectures") or [])
+    load_state_strict(model, state, source=folder)
     model.name_or_path = str(path_or_hub_id)
     return model
 
 
-def _adapt_state_dict(
+def adapt_state_dict(
     state: dict[str, torch.Tensor], model: ModernEncoderPreTrainedModel, architectures: list[str]
 ) -> dict[str, torch.Tensor]:
     """Fit a checkpoint's keys to `model`: the bare encoder drops the `model.` prefix and any head; a task
@@ -207,7 +207,9 @@ def _adapt_state_dict(
     return state
 
 
-def _load_strict(model: ModernEncoderPreTrainedModel, state: dict[str, torch.Tensor], source: Path) -> None:
+def load_state_strict(
+    model: ModernEncoderPreTrainedModel, state: dict[str, torch.Tensor], source: Path
+) -> None:
     expected = {k: v for k, v in model.state_dict().items() if k not in TIED_KEYS}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

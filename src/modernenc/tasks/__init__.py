@@ -1,1 +1,1 @@
-"""Downstream tasks: data splits and baselines for fine-tuning evaluations (ADE sentence classification)."""
+"""Downstream tasks (ADE sentence classification): splits, baselines, metrics, thresholds, prediction."""

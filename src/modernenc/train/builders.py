@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from composer import Trainer
+from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor
+from composer.core import Callback, DataSpec
 from composer.loggers import LoggerDestination
-from composer.utils import reproducibility
+from composer.models import ComposerModel
+from composer.utils import dist, reproducibility
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
-from modernenc.train.callbacks import PackedStreamState, PackingMetrics
+from modernenc.model.encoder import ModernEncoderPreTrainedModel
+from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
 from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
 from modernenc.train.config import ConfigError
 
@@ -27,14 +35,32 @@ class _IterableStream(IterableDataset):
         return iter(self.stream)
 
 
-def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
-    overrides = dict(OmegaConf.to_container(cfg.model.overrides))
-    overrides.setdefault("sparse_prediction", True)  # MLM trains on labelled positions only
+@dataclass
+class TaskParts:
+    """What a task contributes to the Trainer; `finish` runs after training (e.g. a final evaluation)."""
+
+    model: ComposerModel
+    train_dataloader: DataSpec
+    eval_dataloader: DataSpec | None
+    callbacks: list[Callback] = field(default_factory=list)
+    finish: Callable[[Trainer], None] | None = None
+    spin_dataloaders: bool = True  # False when a callback restores the data position itself
+    eval_subset_num_batches: int | None = None  # overrides the config's (-1: the whole split)
+
+
+def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **overrides: Any):
+    """`cls` from `model.init_from` (HF folder, hub id or train.py checkpoint), else from the preset."""
+    overrides = {**OmegaConf.to_container(cfg.model.overrides), **overrides}
     if cfg.model.init_from:
-        model = ModernEncoderForMaskedLM.from_pretrained(cfg.model.init_from, **overrides)
-    else:
-        model = ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset(cfg.model.preset, **overrides))
-    return ModernEncoderComposerModel(model)
+        from modernenc.train.export import load_weights_into
+
+        return load_weights_into(cls, cfg.model.init_from, **overrides)
+    return cls(ModernEncoderConfig.from_preset(cfg.model.preset, **overrides))
+
+
+def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
+    overrides = {"sparse_prediction": True, **OmegaConf.to_container(cfg.model.overrides)}
+    return ModernEncoderComposerModel(_init_model(ModernEncoderForMaskedLM, cfg, **overrides))
 
 
 def build_stream(cfg: DictConfig, split: str):
@@ -83,19 +109,125 @@ def check_save_folder(cfg: DictConfig) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig, loggers: list[LoggerDestination] | None = None) -> Trainer:
+def build_mlm_parts(cfg: DictConfig) -> TaskParts:
+    """Masked-LM pre-training or annealing on packed MDS shards."""
+    from modernenc.train.batching import (
+        BatchSizeWarmupState,
+        GradAccumStream,
+        grad_accum_batch_spec,
+        warmup_from_config,
+    )
+
+    train_stream = build_stream(cfg, "train")
+    eval_stream = build_stream(cfg, "eval") if cfg.data.eval else None
+    # One optimizer step per item: k packed micro-batches, k growing with the batch-size warmup.
+    steps = GradAccumStream(
+        train_stream, warmup_from_config(cfg.data, dist.get_world_size()), cfg.data.max_seq_len
+    )
+
+    def loader(stream):
+        return packed_batch_spec(DataLoader(_IterableStream(stream), batch_size=None))
+
+    model = build_model(cfg)
+    return TaskParts(
+        model=model,
+        train_dataloader=grad_accum_batch_spec(DataLoader(steps, batch_size=None)),
+        eval_dataloader=loader(eval_stream) if eval_stream is not None else None,
+        callbacks=[
+            PackedStreamState(train_stream),
+            BatchSizeWarmupState(steps),
+            PackingMetrics(model.model, cfg.logging.peak_flops),
+        ],
+        spin_dataloaders=False,  # PackedStreamState restores the data position exactly
+    )
+
+
+def build_classification_parts(cfg: DictConfig) -> TaskParts:
+    """Sequence or token classification fine-tuning; keeps the best model by validation F1, and for a
+    binary sequence task chooses the decision thresholds and reports them on test."""
+    import torch
+
+    from modernenc.model import ModernEncoderForSequenceClassification, ModernEncoderForTokenClassification
+    from modernenc.tasks.classification import evaluate_classifier, load_classification_data
+    from modernenc.tasks.classification_data import collate_packed, length_sorted_batches
+    from modernenc.train.composer_model import ClassifierComposerModel
+
+    data = load_classification_data(cfg)
+    names = data.label_names
+    token_level = cfg.model.task == "token_classification"
+    model_class = (
+        ModernEncoderForTokenClassification if token_level else ModernEncoderForSequenceClassification
+    )
+    model = _init_model(model_class, cfg, num_labels=len(names), id2label=dict(enumerate(names)))
+    generator = torch.Generator().manual_seed(cfg.data.seed)
+    train = DataLoader(
+        data.splits["train"],
+        batch_size=cfg.data.micro_batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=collate_packed,
+    )
+    evaluation = None
+    if "validation" in data.splits:
+        val = data.splits["validation"]
+        batches = length_sorted_batches([len(x) for x in val.input_ids], cfg.data.micro_batch_size)
+        evaluation = packed_batch_spec(DataLoader(val, batch_sampler=batches, collate_fn=collate_packed))
+    best_dir = Path(cfg.save_folder) / "best-hf"
+    callbacks: list[Callback] = []
+    if evaluation is not None:
+        patience = cfg.evaluation.early_stopping_patience
+        callbacks.append(BestCheckpoint(best_dir, "F1", patience, tokenizer=cfg.data.tokenizer))
+
+    def finish(trainer: Trainer) -> None:
+        if dist.get_global_rank() != 0 or evaluation is None:
+            return
+        best = model_class.from_pretrained(best_dir)
+        if len(names) != 2 or token_level:
+            print(f"==> best model (validation F1 {callbacks[0].best:.4f}) is in {best_dir}")
+            return
+        out = Path(cfg.save_folder) / "eval"
+        report = evaluate_classifier(best, data, out, cfg.evaluation.target_recall, cfg.data.micro_batch_size)
+        from modernenc.tasks.predict import write_thresholds
+
+        write_thresholds(
+            best_dir,
+            report["thresholds"],
+            target_recall=cfg.evaluation.target_recall,
+            label_names=names,
+            positive_label=data.positive_index,
+        )
+        print((out / "report.md").read_text())
+        print(f"==> best model in {best_dir}; report and PR curves in {out}")
+
+    return TaskParts(
+        model=ClassifierComposerModel(model, data.positive_index, token_level),
+        train_dataloader=packed_batch_spec(train),
+        eval_dataloader=evaluation,
+        callbacks=callbacks,
+        finish=finish,
+        eval_subset_num_batches=-1,  # early stopping and the best model need the whole validation split
+    )
+
+
+TASK_BUILDERS: dict[str, Callable[[DictConfig], TaskParts]] = {
+    "mlm": build_mlm_parts,
+    "classification": build_classification_parts,
+    "token_classification": build_classification_parts,
+}
+
+
+def build_trainer(
+    cfg: DictConfig, loggers: list[LoggerDestination] | None = None, parts: TaskParts | None = None
+) -> Trainer:
     """The composer Trainer for `cfg`; `loggers` are added to those the config asks for."""
     from modernenc.train.optimizers import build_optimizer
     from modernenc.train.schedulers import build_scheduler
 
-    check_save_folder(cfg)
-    reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
-    train_stream = build_stream(cfg, "train")
-    eval_stream = build_stream(cfg, "eval") if cfg.data.eval else None
-    model = build_model(cfg)
+    if parts is None:
+        parts = build_task(cfg)
     opt = cfg.optimizer
     optimizer = build_optimizer(
-        model.model,
+        parts.model.model,
         opt.name,
         lr=opt.lr,
         betas=tuple(opt.betas),
@@ -105,23 +237,26 @@ def build_trainer(cfg: DictConfig, loggers: list[LoggerDestination] | None = Non
     )
     sched = {k: v for k, v in OmegaConf.to_container(cfg.scheduler).items() if k != "name" and v is not None}
     scheduler = build_scheduler(cfg.scheduler.name, **sched)
-
-    def loader(stream):
-        return packed_batch_spec(DataLoader(_IterableStream(stream), batch_size=None))
+    callbacks = [*parts.callbacks, LRMonitor()]
+    if cfg.logging.plots:
+        callbacks.append(TrainingCurves(Path(cfg.save_folder) / "curves.png"))
 
     return Trainer(
-        model=model,
+        model=parts.model,
         run_name=cfg.run_name,
-        train_dataloader=loader(train_stream),
-        eval_dataloader=loader(eval_stream) if eval_stream is not None else None,
+        train_dataloader=parts.train_dataloader,
+        eval_dataloader=parts.eval_dataloader,
         eval_interval=cfg.eval_interval,
-        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        eval_subset_num_batches=parts.eval_subset_num_batches or cfg.eval_subset_num_batches,
         max_duration=cfg.max_duration,
         optimizers=optimizer,
         schedulers=scheduler,
         step_schedulers_every_batch=True,
-        spin_dataloaders=False,  # PackedStreamState restores the data position exactly
-        callbacks=[PackedStreamState(train_stream), PackingMetrics()],
+        algorithms=[GradientClipping("norm", cfg.grad_clip_norm)] if cfg.grad_clip_norm else [],
+        # Weight each micro-batch's mean loss by its labelled tokens: the step's loss is the global mean.
+        accumulate_train_batch_on_tokens=cfg.model.task == "mlm",
+        spin_dataloaders=parts.spin_dataloaders,
+        callbacks=callbacks,
         loggers=build_loggers(cfg) + list(loggers or []),
         progress_bar=cfg.logging.progress_bar,
         log_to_console=not cfg.logging.progress_bar,
@@ -136,3 +271,11 @@ def build_trainer(cfg: DictConfig, loggers: list[LoggerDestination] | None = Non
         device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
         seed=cfg.seed,
     )
+
+
+def build_task(cfg: DictConfig) -> TaskParts:
+    """Check the save folder, seed everything, then build the task's model and data."""
+    check_save_folder(cfg)
+    reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
+    return TASK_BUILDERS[cfg.model.task](cfg)
+

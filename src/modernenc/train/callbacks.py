@@ -1,12 +1,15 @@
-"""Composer callbacks: exact resume of the packed data stream, and packing/throughput logging."""
+"""Composer callbacks: exact resume of the packed stream, packing/throughput logging, best-model keeping
+with early stopping, and training-curve plots."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from composer.core import Callback, State
 from composer.loggers import Logger
+from composer.utils import dist
 
 
 class PackedStreamState(Callback):
@@ -27,21 +30,133 @@ class PackedStreamState(Callback):
 
 
 class PackingMetrics(Callback):
-    """Logs packing efficiency, real tokens/s and sequences per micro-batch for each training batch."""
+    """Logs packing efficiency, real tokens/s, sequences per micro-batch and (given `model` and
+    `peak_flops`) MFU for each training step; a step is one packed micro-batch or a list of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, model=None, peak_flops: float | None = None) -> None:
         self._start = 0.0
+        self.model = model  # a ModernEncoderPreTrainedModel
+        self.peak_flops = peak_flops
+        self._params = model.num_parameters(exclude_embeddings=True) if model is not None else 0
 
     def batch_start(self, state: State, logger: Logger) -> None:
         self._start = time.perf_counter()
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        batch = state.batch
+        micro = state.batch if isinstance(state.batch, list) else [state.batch]
         elapsed = max(time.perf_counter() - self._start, 1e-9)
-        logger.log_metrics(
-            {
-                "data/packing_efficiency": float(batch["packing_efficiency"]),
-                "data/sequences_per_batch": int(batch["num_sequences"]),
-                "throughput/real_tokens_per_sec": int(batch["num_real_tokens"]) / elapsed,
-            }
-        )
+        real = sum(int(b["num_real_tokens"]) for b in micro)
+        metrics = {
+            "data/packing_efficiency": sum(float(b["packing_efficiency"]) for b in micro) / len(micro),
+            "data/sequences_per_batch": sum(int(b["num_sequences"]) for b in micro) / len(micro),
+            "throughput/real_tokens_per_sec": real / elapsed,
+        }
+        if self.model is not None and self.peak_flops:
+            from modernenc.train.flops import training_flops
+
+            flops = training_flops(self.model.config, self._params, micro)
+            metrics["throughput/mfu"] = flops / elapsed / self.peak_flops
+        logger.log_metrics(metrics)
+
+
+class BestCheckpoint(Callback):
+    """Keeps the model with the best validation metric as a Hugging Face folder, and stops early.
+
+    After each evaluation on `eval`, a better `monitor` value re-writes `out_dir` (with the tokenizer, so
+    the folder is ready for `modernenc predict` and `transformers.pipeline`). Training stops after
+    `patience` evaluations without improvement (0: never).
+    """
+
+    def __init__(self, out_dir: str | Path, monitor: str = "F1", patience: int = 3, tokenizer=None) -> None:
+        self.out_dir = Path(out_dir)
+        self.monitor = monitor
+        self.patience = patience
+        self.tokenizer = tokenizer
+        self.best: float | None = None
+        self.best_batch = -1
+        self.evals_since_best = 0
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        if state.dataloader_label != "eval":
+            return
+        value = float(state.eval_metrics["eval"][self.monitor].compute())
+        if self.best is None or value > self.best:
+            self.best, self.best_batch, self.evals_since_best = value, int(state.timestamp.batch), 0
+            if dist.get_global_rank() == 0:
+                model = state.model.module if hasattr(state.model, "module") else state.model
+                model.model.save_pretrained(self.out_dir, tokenizer_path=self.tokenizer, overwrite=True)
+            dist.barrier()
+        else:
+            self.evals_since_best += 1
+        logger.log_metrics({f"best/eval_{self.monitor}": self.best})
+        if self.patience and self.evals_since_best >= self.patience:
+            print(
+                f"early stop: eval {self.monitor} has not improved for {self.patience} evaluations "
+                f"(best {self.best:.4f} at batch {self.best_batch})"
+            )
+            state.stop_training()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_batch": self.best_batch, "evals_since_best": self.evals_since_best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_batch = state["best"], state["best_batch"]
+        self.evals_since_best = state["evals_since_best"]
+
+
+class TrainingCurves(Callback):
+    """Writes loss and learning-rate curves (and eval metrics) as `curves.png` in the save folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.history: dict[str, list[tuple[int, float]]] = {"loss": [], "lr": []}
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        step = int(state.timestamp.batch)
+        loss = state.loss if not isinstance(state.loss, dict) else state.loss.get("total")
+        if loss is not None:
+            self.history["loss"].append((step, float(loss)))
+        self.history["lr"].append((step, float(state.optimizers[0].param_groups[0]["lr"])))
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        step = int(state.timestamp.batch)
+        for name, metric in state.eval_metrics.get(state.dataloader_label, {}).items():
+            self.history.setdefault(f"{state.dataloader_label}/{name}", []).append(
+                (step, float(metric.compute()))
+            )
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if dist.get_global_rank() == 0 and self.history["loss"]:
+            plot_curves(self.history, self.path, title=state.run_name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = state["history"]
+
+
+def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str = "") -> None:
+    """One panel each for training loss, learning rate and the evaluation metrics, over batches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [k for k in history if "/" in k and history[k]]
+    fig, axes = plt.subplots(1, 3 if evals else 2, figsize=(13 if evals else 9, 3.4))
+    for ax, key in zip(axes[:2], ("loss", "lr"), strict=True):
+        steps, values = zip(*history[key], strict=True) if history[key] else ((), ())
+        ax.plot(steps, values)
+        ax.set(xlabel="batch", title="training loss" if key == "loss" else "learning rate")
+    for key in evals:
+        steps, values = zip(*history[key], strict=True)
+        axes[2].plot(steps, values, marker="o", label=key)
+    if evals:
+        axes[2].set(xlabel="batch", title="evaluation")
+        axes[2].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

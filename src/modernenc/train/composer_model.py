@@ -25,13 +25,19 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "cu_seqlens", "max_seql
 
 
 class ModernEncoderComposerModel(ComposerModel):
-    """A task model as composer sees it: forward on a batch dict, loss from the model's output."""
+    """A masked-LM model as composer sees it: forward on a batch dict, loss from the model's output.
+
+    Subclasses change only the evaluation metrics.
+    """
 
     def __init__(self, model: ModernEncoderPreTrainedModel) -> None:
         super().__init__()
         self.model = model
         self.train_metrics: dict[str, Metric] = {}
-        self.eval_metrics: dict[str, Metric] = {
+        self.eval_metrics: dict[str, Metric] = self.build_metrics()
+
+    def build_metrics(self) -> dict[str, Metric]:
+        return {
             "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=-100),
             "MaskedAccuracy": MaskedAccuracy(ignore_index=-100),
         }
@@ -69,6 +75,42 @@ class ModernEncoderComposerModel(ComposerModel):
         labels = batch["labels"].reshape(-1)
         labels = labels[labels != -100]
         metric.update(outputs.logits, labels)
+
+
+class ClassifierComposerModel(ModernEncoderComposerModel):
+    """A sequence or token classifier; binary tasks report F1, precision, recall, accuracy and AUROC of the
+    positive class (the event to detect), multi-class tasks macro F1 and accuracy."""
+
+    def __init__(
+        self, model: ModernEncoderPreTrainedModel, positive_index: int = 1, token_level: bool = False
+    ) -> None:
+        self.positive_index = positive_index
+        self.token_level = token_level
+        super().__init__(model)
+
+    def build_metrics(self) -> dict[str, Metric]:
+        from torchmetrics import classification as tm
+
+        n = self.model.config.num_labels
+        if n == 2:
+            return {
+                "F1": tm.BinaryF1Score(),
+                "Precision": tm.BinaryPrecision(),
+                "Recall": tm.BinaryRecall(),
+                "Accuracy": tm.BinaryAccuracy(),
+                "AUROC": tm.BinaryAUROC(),
+            }
+        return {"F1": tm.MulticlassF1Score(n, average="macro"), "Accuracy": tm.MulticlassAccuracy(n)}
+
+    def update_metric(self, batch: dict[str, Any], outputs, metric: Metric) -> None:
+        probs, labels = outputs.logits.float().softmax(-1), batch["labels"]
+        if self.token_level:  # only the first sub-token of each word is labelled
+            keep = labels != -100
+            probs, labels = probs[keep], labels[keep]
+        if self.model.config.num_labels == 2:
+            metric.update(probs[:, self.positive_index], (labels == self.positive_index).long())
+        else:
+            metric.update(probs, labels)
 
 
 def packed_batch_spec(dataloader) -> DataSpec:

@@ -11,27 +11,49 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-TASKS = ("mlm",)  # classification fine-tuning arrives with the adaptation work
+TASKS = ("mlm", "classification", "token_classification")
 
 
 @dataclass
 class ModelConfig:
-    task: str = "mlm"
+    task: str = "mlm"  # mlm (pre-training, annealing), classification or token_classification
     preset: str = "mini"  # architecture when starting from random init
-    init_from: str | None = None  # a Hugging Face folder / hub id to start from instead
+    # Start from these weights instead: a Hugging Face folder or hub id, or a `*.pt` checkpoint written by
+    # train.py. Only the weights are taken; the clock, optimizer and schedule start fresh.
+    init_from: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # ModernEncoderConfig fields
 
 
 @dataclass
+class BatchSizeWarmupConfig:
+    """The global batch grows from `min_batch_size` to `data.global_batch_size` over `warmup_tokens`."""
+
+    min_batch_size: int | None = None  # sequences of max_seq_len; None turns the warmup off
+    warmup_tokens: int = 0
+
+
+@dataclass
 class DataConfig:
-    train: str = "???"  # MDS folder (or remote URI) of the training split
+    # mlm: MDS folders (or remote URIs). classification: JSONL/CSV/parquet files, or split names of
+    # `dataset` when that names a Hugging Face dataset.
+    train: str = "???"
     eval: str | None = None
+    test: str | None = None  # classification only: evaluated once, with the thresholds chosen on `eval`
+    dataset: str | None = None
+    dataset_config: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] | None = None  # label values in class-id order; default: sorted training values
     tokenizer: str = "???"
     max_seq_len: int = 1024
-    micro_batch_size: int = 8  # sequences of max_seq_len per packed micro-batch
+    # mlm: sequences of max_seq_len per packed micro-batch; classification: examples per micro-batch.
+    micro_batch_size: int = 8
+    global_batch_size: int | None = None  # per optimizer step over all ranks; default: one micro-batch each
+    batch_size_warmup: BatchSizeWarmupConfig = field(default_factory=BatchSizeWarmupConfig)
     mlm_probability: float = 0.3
     eval_mlm_probability: float = 0.15
     buffer_size: int = 128
@@ -62,11 +84,25 @@ class SchedulerConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Classification only: how the best checkpoint and the decision thresholds are chosen."""
+
+    positive_label: str | None = None  # the event to detect; default: class 1 of a binary task
+    target_recall: float = 0.95  # a threshold is chosen on `data.eval` to reach this sensitivity
+    early_stopping_patience: int = 3  # evaluations without a better validation F1; 0 turns it off
+
+
+@dataclass
 class LoggingConfig:
     progress_bar: bool = True
     log_interval: str = "1ba"
     wandb: bool = False
     wandb_project: str = "modernenc"
+    plots: bool = True  # loss and LR curves as a PNG next to the checkpoints
+    # FLOP/s of one device, for the logged MFU (`throughput/mfu`); null turns MFU off. The default is the
+    # fp32 matmul rate measured on 2 cores of an AMD EPYC dev box (43.8 GFLOP/s); an H100's dense bf16
+    # peak is 989e12. How to measure yours: src/modernenc/train/flops.py.
+    peak_flops: float | None = 4.4e10
 
 
 @dataclass
@@ -77,6 +113,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     max_duration: str = "100ba"
     eval_interval: str = "50ba"
@@ -86,9 +123,9 @@ class TrainConfig:
     autoresume: bool = False
     force: bool = False  # consent to replace the checkpoints of an earlier run in save_folder
     precision: str = "fp32"  # or amp_bf16
-    device: str = "cpu"
+    device: str | None = None  # cpu or gpu; default: gpu when one is available
     seed: int = 17
-    grad_clip_norm: float = 1.0
+    grad_clip_norm: float | None = 1.0  # clip the global gradient norm to this; 0 or null turns it off
 
 
 class ConfigError(ValueError):
@@ -106,6 +143,11 @@ def _nearest_key(schema: Any, dotted: str) -> str:
     return ".".join([*parents, match[0]]) if match else ""
 
 
+def _is_interpolation(cfg: DictConfig, dotted: str) -> bool:
+    parent, _, leaf = dotted.rpartition(".")  # is_interpolation takes a key of the node, not a path
+    return OmegaConf.is_interpolation(OmegaConf.select(cfg, parent) if parent else cfg, leaf)
+
+
 def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> DictConfig:
     """Merge `yaml_path` and `key=value` overrides onto the schema; raise `ConfigError` on bad input."""
     path = Path(yaml_path)
@@ -113,10 +155,12 @@ def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> Di
         raise ConfigError(f"config file {path} does not exist")
     schema = OmegaConf.structured(TrainConfig)
     try:
-        merged = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
-        missing = sorted(
-            k for k in OmegaConf.missing_keys(merged) if not OmegaConf.is_interpolation(merged, k)
-        )
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    try:
+        merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(overrides or []))
+        missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
         if not missing:
             OmegaConf.resolve(merged)
     except (ConfigKeyError, ConfigAttributeError) as err:
@@ -155,3 +199,44 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
             )
     if cfg.precision not in ("fp32", "amp_bf16"):
         raise ConfigError(f"{path}: precision={cfg.precision!r}; choose 'fp32' or 'amp_bf16'")
+    if cfg.grad_clip_norm is not None and cfg.grad_clip_norm < 0:
+        raise ConfigError(f"{path}: grad_clip_norm={cfg.grad_clip_norm} must be >= 0 (0 or null: off)")
+    _check_batch_sizes(cfg, path)
+
+
+def _check_batch_sizes(cfg: DictConfig, path: Path) -> None:
+    """Global batch sizes must split exactly into micro-batches on every rank (sizes in sequences)."""
+    import os
+
+    data, warmup = cfg.data, cfg.data.batch_size_warmup
+    if cfg.model.task != "mlm" and (data.global_batch_size is not None or warmup.min_batch_size is not None):
+        raise ConfigError(
+            f"{path}: data.global_batch_size and data.batch_size_warmup apply to model.task=mlm only"
+        )
+    if data.micro_batch_size <= 0:
+        raise ConfigError(f"{path}: data.micro_batch_size={data.micro_batch_size} must be positive")
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    step = data.micro_batch_size * world
+    unit = f"micro_batch_size * world_size = {data.micro_batch_size} * {world} = {step}"
+    global_batch = data.global_batch_size if data.global_batch_size is not None else step
+    if global_batch <= 0 or global_batch % step:
+        raise ConfigError(
+            f"{path}: data.global_batch_size={global_batch} must be a positive multiple of {unit}"
+        )
+    if warmup.min_batch_size is None:
+        return
+    if warmup.min_batch_size <= 0 or warmup.min_batch_size % step:
+        raise ConfigError(
+            f"{path}: data.batch_size_warmup.min_batch_size={warmup.min_batch_size} must be a positive "
+            f"multiple of {unit}"
+        )
+    if warmup.min_batch_size > global_batch:
+        raise ConfigError(
+            f"{path}: data.batch_size_warmup.min_batch_size={warmup.min_batch_size} exceeds "
+            f"data.global_batch_size={global_batch}"
+        )
+    if warmup.warmup_tokens <= 0:
+        raise ConfigError(
+            f"{path}: data.batch_size_warmup.warmup_tokens={warmup.warmup_tokens} must be positive when "
+            f"min_batch_size is set (null min_batch_size turns the warmup off)"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,6 +14,7 @@ from modernenc.model import (
     ModernEncoderForTokenClassification,
 )
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
+from modernenc.model.hf_interop import adapt_state_dict, load_state_strict
 
 MODEL_CLASSES: dict[str, type[ModernEncoderPreTrainedModel]] = {
     cls.hf_architecture: cls
@@ -25,8 +27,8 @@ MODEL_CLASSES: dict[str, type[ModernEncoderPreTrainedModel]] = {
 EXTRA_STATE_KEY = "_extra_state"  # ModernEncoderComposerModel.get_extra_state
 
 
-def load_composer_checkpoint(path: str | Path) -> ModernEncoderPreTrainedModel:
-    """The task model stored in a composer checkpoint written by `train.py`."""
+def _read_composer_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The model description (config, architecture) and weights inside a train.py checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -37,12 +39,35 @@ def load_composer_checkpoint(path: str | Path) -> ModernEncoderPreTrainedModel:
     extra = state.pop(EXTRA_STATE_KEY, None)
     if not isinstance(extra, dict) or extra.get("architecture") not in MODEL_CLASSES:
         raise ValueError(f"{path} was not written by modernenc's train.py (no model config inside)")
+    return extra, {k.removeprefix("model."): v for k, v in state.items()}
+
+
+def load_composer_checkpoint(path: str | Path) -> ModernEncoderPreTrainedModel:
+    """The task model stored in a composer checkpoint written by `train.py`."""
+    extra, weights = _read_composer_checkpoint(path)
     model = MODEL_CLASSES[extra["architecture"]](ModernEncoderConfig.from_dict(extra["model_config"]))
-    weights = {k.removeprefix("model."): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k != "decoder.weight"]  # tied to the embeddings
     if missing or unexpected:
         raise ValueError(f"{path}: missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+    return model
+
+
+def load_weights_into(
+    cls: type[ModernEncoderPreTrainedModel], source: str | Path, **config_overrides: Any
+) -> ModernEncoderPreTrainedModel:
+    """A `cls` model initialised from `source`: a Hugging Face folder / hub id, or a train.py `*.pt`.
+
+    As with `from_pretrained`, a checkpoint of another task gives its encoder (and head block) and the new
+    task layer starts fresh, so an MLM checkpoint starts a classifier.
+    """
+    if not str(source).endswith(".pt"):
+        return cls.from_pretrained(source, **config_overrides)
+    extra, weights = _read_composer_checkpoint(source)
+    model = cls(ModernEncoderConfig.from_dict({**extra["model_config"], **config_overrides}))
+    weights = adapt_state_dict(weights, model, [extra["architecture"]])
+    load_state_strict(model, weights, source=Path(source))
+    model.name_or_path = str(source)
     return model
 
 

@@ -1,0 +1,125 @@
+"""Sequence-classification fine-tuning: the data of a run, and the final evaluation of its best model.
+
+The final evaluation follows pharmacovigilance practice: thresholds are chosen on the validation split
+(0.5, the F1-maximising one, and the one reaching the target recall) and reported unchanged on test, where
+recall (sensitivity) is the primary metric because a missed adverse event costs more than a false alarm.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from modernenc.model.encoder import ModernEncoderPreTrainedModel
+from modernenc.tasks.classification_data import (
+    TokenizedTexts,
+    encode_labels,
+    label_vocabulary,
+    read_labelled_texts,
+    tokenize_texts,
+    tokenize_words,
+)
+
+SPLIT_KEYS = {"train": "train", "validation": "eval", "test": "test"}  # split name -> data.<key>
+
+
+@dataclass
+class ClassificationData:
+    label_names: list[str]  # label values, in class-id order
+    positive_index: int  # the class whose recall and precision are reported (the event to detect)
+    splits: dict[str, TokenizedTexts]  # train / validation / test, those the config names
+
+
+def load_classification_data(cfg: DictConfig) -> ClassificationData:
+    """Read, label-map and tokenize every split the config names; errors name the file and column.
+
+    `model.task: token_classification` reads a list of words and a list of tags per row.
+    """
+    data = cfg.data
+    raw = {
+        split: read_labelled_texts(
+            data[key], data.text_column, data.label_column, data.dataset, data.dataset_config
+        )
+        for split, key in SPLIT_KEYS.items()
+        if data[key]
+    }
+    names = label_vocabulary(raw["train"][1], data.labels)
+    positive = cfg.evaluation.positive_label
+    if positive is None:
+        positive_index = 1 if len(names) == 2 else 0
+    elif str(positive) in names:
+        positive_index = names.index(str(positive))
+    else:
+        raise ValueError(f"evaluation.positive_label={positive!r} is not one of the labels {names}")
+    token_level = cfg.model.task == "token_classification"
+    splits = {}
+    for split, (texts, labels) in raw.items():
+        origin = data.dataset or data[SPLIT_KEYS[split]]
+        if token_level != isinstance(texts[0], list):
+            wanted = "a list of words" if token_level else "a text"
+            raise ValueError(f"{origin}: model.task={cfg.model.task} needs {wanted} in '{data.text_column}'")
+        if token_level:
+            splits[split] = tokenize_words(texts, labels, names, data.tokenizer, data.max_seq_len)
+        else:
+            ids, truncated = tokenize_texts(texts, data.tokenizer, data.max_seq_len)
+            splits[split] = TokenizedTexts(ids, encode_labels(labels, names, origin), truncated)
+        truncated = splits[split].num_truncated
+        if truncated:
+            print(f"note: {truncated} {split} texts were longer than {data.max_seq_len} tokens and truncated")
+    return ClassificationData(names, positive_index, splits)
+
+
+def evaluate_classifier(
+    model: ModernEncoderPreTrainedModel,
+    data: ClassificationData,
+    out_dir: str | Path,
+    target_recall: float = 0.95,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Choose thresholds on validation, report them on every split, and write report + PR curves.
+
+    Writes `report.json`, `report.md` and `pr_curve_<split>.png` into `out_dir`; returns the report.
+    """
+    from modernenc.tasks.evaluation import (
+        evaluate_at_thresholds,
+        format_table,
+        plot_precision_recall,
+        select_thresholds,
+    )
+    from modernenc.tasks.predict import predict_probabilities
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if "validation" not in data.splits:
+        raise ValueError("thresholds are chosen on the validation split; set data.eval")
+    if len(data.label_names) != 2:
+        raise ValueError("threshold selection needs a binary task")
+    pos = data.positive_index
+    scores = {}
+    for split, texts in data.splits.items():
+        if split == "train":
+            continue
+        probs = predict_probabilities(model, texts.input_ids, batch_size, positive_label=pos, progress=False)
+        scores[split] = ((texts.labels == pos).astype(int), probs)
+    thresholds = select_thresholds(*scores["validation"], target_recall=target_recall)
+    report: dict[str, Any] = {
+        "positive_label": data.label_names[pos],
+        "target_recall": target_recall,
+        "thresholds": thresholds,
+        "splits": {},
+    }
+    lines = [f"thresholds chosen on validation (target recall {target_recall}): {thresholds}"]
+    for split, (labels, probs) in scores.items():
+        results = evaluate_at_thresholds(labels, probs, thresholds)
+        report["splits"][split] = {"num_examples": len(labels), "results": results}
+        plot_precision_recall(
+            labels, probs, thresholds, out_dir / f"pr_curve_{split}.png", title=f"{split}: precision-recall"
+        )
+        lines += ["", f"## {split} ({len(labels)} examples)", "", format_table(results)]
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,186 @@
+"""Labelled texts for sequence classification: read, map labels to ids, tokenize, pack into batches.
+
+Sources are JSONL, CSV or parquet files, or a split of a Hugging Face dataset. Batches are packed
+(unpadded): the texts of a batch sit back to back in one flat `input_ids`, described by `cu_seqlens`,
+so the encoder spends nothing on padding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from modernenc.data.masking import load_tokenizer
+from modernenc.data.packing import pack_sequences
+
+FILE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
+
+class DataColumnError(ValueError):
+    """A column or label the data does not have; the message lists what it does have."""
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    if path.suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def read_labelled_texts(
+    source: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+) -> tuple[list, list]:
+    """Texts and labels from a file, or from split `source` of HF `dataset`.
+
+    Sequence tasks get strings; token tasks (a list of words per row) get lists of words and of tags.
+    """
+    if dataset:
+        import datasets
+
+        from modernenc.hub import offline_unless_reachable
+
+        with offline_unless_reachable(dataset):
+            rows = datasets.load_dataset(dataset, dataset_config, split=source)
+        columns = list(rows.column_names)
+        origin = f"{dataset}[{source}]"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {path} does not exist")
+        if path.suffix not in FILE_FORMATS:
+            raise ValueError(f"{path}: unsupported format; use one of {', '.join(FILE_FORMATS)}")
+        rows = _read_table(path)
+        if not rows:
+            raise ValueError(f"{path} holds no rows")
+        columns = list(rows[0])
+        origin = str(path)
+    for column in (text_column, label_column):
+        if column not in columns:
+            raise DataColumnError(f"{origin} has no column '{column}'; its columns are: {', '.join(columns)}")
+    texts = [row[text_column] for row in rows]
+    labels = [row[label_column] for row in rows]
+    if isinstance(texts[0], list):
+        return texts, [[str(tag) for tag in tags] for tags in labels]
+    return [str(t) for t in texts], [str(label) for label in labels]
+
+
+def label_vocabulary(train_labels: Sequence, declared: Sequence[str] | None = None) -> list[str]:
+    """Label values in class-id order: as declared, else the sorted values of the training data."""
+    values = train_labels
+    if isinstance(train_labels[0], list):  # token tags
+        values = [tag for tags in train_labels for tag in tags]
+    found = sorted(set(values), key=lambda v: (len(v), v))  # "2" before "10"
+    if declared is None:
+        return found
+    declared = [str(v) for v in declared]
+    unknown = sorted(set(found) - set(declared))
+    if unknown:
+        raise DataColumnError(f"training labels {unknown} are not in data.labels={declared}")
+    return declared
+
+
+def encode_labels(labels: Sequence[str], vocabulary: Sequence[str], origin: str) -> np.ndarray:
+    index = {value: i for i, value in enumerate(vocabulary)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataColumnError(
+            f"{origin} has labels {unknown} that training does not have; known labels: {list(vocabulary)}"
+        )
+    return np.array([index[v] for v in labels], dtype=np.int64)
+
+
+@dataclass
+class TokenizedTexts(Dataset):
+    """Token ids (CLS ... SEP, truncated to `max_length`) and class ids, indexable for a DataLoader."""
+
+    input_ids: list[np.ndarray]
+    labels: np.ndarray | list[np.ndarray]  # a class id per text, or an array of ids per token
+    num_truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, Any]:
+        label = self.labels[i]
+        return self.input_ids[i], label if isinstance(label, np.ndarray) else int(label)
+
+
+def tokenize_texts(texts: Sequence[str], tokenizer_path: str | Path, max_length: int) -> tuple[list, int]:
+    """Token ids per text; texts longer than `max_length` keep their start and end with SEP."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    encoded = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch(list(texts))]
+    truncated = 0
+    for i, ids in enumerate(encoded):
+        if len(ids) > max_length:
+            encoded[i] = np.concatenate([ids[: max_length - 1], ids[-1:]])  # keep the final SEP
+            truncated += 1
+    return encoded, truncated
+
+
+def tokenize_words(
+    words: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[str]],
+    vocabulary: list[str],
+    tokenizer_path: str | Path,
+    max_length: int,
+) -> TokenizedTexts:
+    """Token ids and per-token labels for pre-split words: each word's first sub-token carries its tag,
+    the other sub-tokens and CLS/SEP get -100 (ignored by the loss), as `transformers` token tasks do."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    index = {tag: i for i, tag in enumerate(vocabulary)}
+    # A space before every word but the first, so byte-level BPE tokenizes it as it would in running text.
+    spaced = [[w if i == 0 else f" {w}" for i, w in enumerate(ws)] for ws in words]
+    ids_out, labels_out, truncated = [], [], 0
+    encodings = tokenizer.encode_batch(spaced, is_pretokenized=True)
+    for row, (encoding, row_tags) in enumerate(zip(encodings, tags, strict=True)):
+        if len(row_tags) != len(words[row]):
+            raise DataColumnError(f"row {row}: {len(words[row])} words but {len(row_tags)} tags")
+        unknown = sorted(set(row_tags) - set(index))
+        if unknown:
+            raise DataColumnError(f"row {row} has tags {unknown} that training does not have: {vocabulary}")
+        labels, previous = [], None
+        for word in encoding.word_ids:
+            labels.append(-100 if word is None or word == previous else index[row_tags[word]])
+            previous = word
+        ids, labels = np.asarray(encoding.ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+        if len(ids) > max_length:
+            ids = np.concatenate([ids[: max_length - 1], ids[-1:]])
+            labels = np.concatenate([labels[: max_length - 1], [-100]])
+            truncated += 1
+        ids_out.append(ids)
+        labels_out.append(labels)
+    return TokenizedTexts(ids_out, labels_out, truncated)
+
+
+def collate_packed(examples: list[tuple[np.ndarray, Any]]) -> dict[str, Any]:
+    """Pack (ids, label) pairs into one unpadded batch: one label per text, or per token for token tasks."""
+    if isinstance(examples[0][1], np.ndarray):  # token labels travel packed, like the ids
+        return pack_sequences(examples, capacity=sum(len(ids) for ids, _ in examples), with_labels=True)
+    sequences = [(ids, None) for ids, _ in examples]
+    batch = pack_sequences(sequences, capacity=sum(len(ids) for ids, _ in examples), with_labels=False)
+    batch["labels"] = torch.tensor([label for _, label in examples], dtype=torch.long)
+    return batch
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Index batches of similar-length texts (longest first), for fast evaluation and prediction."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]

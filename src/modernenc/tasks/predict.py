@@ -1,0 +1,531 @@
+"""Batch inference with a fine-tuned binary classifier (e.g. ADE sentences): texts in, decisions out.
+
+The model folder is a Hugging Face export (``config.json``, ``model.safetensors``, ``tokenizer.json``) and may
+hold ``thresholds.json``, written by fine-tuning with ``write_thresholds`` and read here with
+``read_thresholds``::
+
+    {
+      "version": 1,
+      "positive_label": 1,                      # class index whose probability is thresholded
+      "label_names": ["no_ade", "ade"],         # optional; else the config's id2label (if not LABEL_i)
+      "thresholds": {"default": 0.5, "max_f1": 0.41, "target_recall": 0.18},  # chosen on validation
+      "target_recall": 0.95,                    # optional: the recall "target_recall" was chosen for
+      "chosen": "target_recall",                # the key of "thresholds" used for decisions
+      "review_band": [0.09, 0.59]               # optional: [lo, hi], inclusive
+    }
+
+Decisions: ``label`` is the positive label when ``probability >= threshold``. The threshold is
+``--threshold`` if given, else ``thresholds[chosen]`` from thresholds.json, else 0.5. ``needs_review`` is
+``lo <= probability <= hi`` for the review band: ``--review-band`` if given, else the file's band (unless
+``--threshold`` moved the threshold away from the one that band was built around), else
+``default_review_band(threshold)``.
+
+Inference runs on packed tokens with no padding: texts are tokenized, sorted by length and sent
+``batch_size`` at a time as one flat sequence with ``cu_seqlens``; the output keeps the input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from modernenc.model import ModernEncoderForSequenceClassification
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.json"
+THRESHOLDS_VERSION = 1
+INPUT_FORMATS = (".txt", ".jsonl", ".csv")
+OUTPUT_FORMATS = (".jsonl", ".csv")
+OUTPUT_COLUMNS = ("probability", "label", "needs_review")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# thresholds.json
+
+
+@dataclass
+class DecisionRule:
+    """What turns a probability into a decision; the contents of thresholds.json."""
+
+    thresholds: dict[str, float] = field(default_factory=lambda: {"default": 0.5})
+    chosen: str = "default"
+    positive_label: int = 1
+    label_names: list[str] | None = None
+    target_recall: float | None = None
+    review_band: tuple[float, float] | None = None
+
+    @property
+    def threshold(self) -> float:
+        return self.thresholds[self.chosen]
+
+
+def default_review_band(threshold: float) -> tuple[float, float]:
+    """Halfway from the threshold to 0 and to 1: ``[t / 2, t + (1 - t) / 2]`` (0.5 -> [0.25, 0.75]).
+
+    Probabilities near the decision boundary are the ones the model is least sure of, so they go to a human.
+    The band is wide on purpose: a missed adverse event costs far more than a reviewer's minute. With a low
+    recall-oriented threshold (say 0.1 -> [0.05, 0.55]) it still catches the borderline negatives.
+    """
+    return round(threshold / 2, 12), round(threshold + (1 - threshold) / 2, 12)  # 0.6, not 0.6000000000000001
+
+
+def _check_probability(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def _check_band(band: Sequence[float], what: str) -> tuple[float, float]:
+    if len(band) != 2:
+        raise ValueError(f"{what} must be two numbers [lo, hi]; got {list(band)!r}")
+    lo, hi = (_check_probability(v, what) for v in band)
+    if lo > hi:
+        raise ValueError(f"{what} must have lo <= hi; got [{lo}, {hi}]")
+    return lo, hi
+
+
+def _validate(rule: DecisionRule, source: str) -> DecisionRule:
+    if not rule.thresholds:
+        raise ValueError(f"{source}: 'thresholds' is empty")
+    for name, value in rule.thresholds.items():
+        _check_probability(value, f"{source}: thresholds[{name!r}]")
+    if rule.chosen not in rule.thresholds:
+        raise ValueError(
+            f"{source}: chosen={rule.chosen!r} is not one of thresholds {sorted(rule.thresholds)}"
+        )
+    if rule.review_band is not None:
+        rule.review_band = _check_band(rule.review_band, f"{source}: review_band")
+    if rule.target_recall is not None:
+        _check_probability(rule.target_recall, f"{source}: target_recall")
+    if isinstance(rule.positive_label, bool) or not isinstance(rule.positive_label, int):
+        raise ValueError(f"{source}: positive_label must be a class index; got {rule.positive_label!r}")
+    return rule
+
+
+def write_thresholds(
+    model_dir: str | Path,
+    thresholds: Mapping[str, float],
+    *,
+    chosen: str = "target_recall",
+    target_recall: float | None = None,
+    label_names: Sequence[str] | None = None,
+    positive_label: int = 1,
+    review_band: Sequence[float] | None = None,
+) -> Path:
+    """Write ``model_dir/thresholds.json`` (format in the module docstring); returns its path.
+
+    ``thresholds`` are the validation-chosen ones (``evaluation.select_thresholds``). Without
+    ``review_band`` the default band around ``thresholds[chosen]`` is written, so the file is explicit.
+    """
+    path = Path(model_dir) / THRESHOLDS_FILE
+    rule = _validate(
+        DecisionRule(
+            thresholds={k: float(v) for k, v in thresholds.items()},
+            chosen=chosen,
+            positive_label=positive_label,
+            label_names=list(label_names) if label_names is not None else None,
+            target_recall=target_recall,
+            review_band=tuple(review_band) if review_band is not None else None,
+        ),
+        str(path),
+    )
+    band = rule.review_band or default_review_band(rule.threshold)
+    data = {
+        "version": THRESHOLDS_VERSION,
+        "positive_label": rule.positive_label,
+        "label_names": rule.label_names,
+        "thresholds": rule.thresholds,
+        "target_recall": rule.target_recall,
+        "chosen": rule.chosen,
+        "review_band": list(band),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: v for k, v in data.items() if v is not None}, indent=2) + "\n")
+    return path
+
+
+def read_thresholds(model_dir: str | Path) -> DecisionRule | None:
+    """The decision rule in ``model_dir/thresholds.json``, or None when the folder has none."""
+    path = Path(model_dir) / THRESHOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("thresholds"), dict):
+        raise ValueError(f'{path} must be an object with a "thresholds" mapping, e.g. {{"default": 0.5}}')
+    if data.get("version", THRESHOLDS_VERSION) > THRESHOLDS_VERSION:
+        raise ValueError(
+            f"{path} has format version {data['version']}; this modernenc reads up to {THRESHOLDS_VERSION}"
+        )
+    thresholds = data["thresholds"]
+    band = data.get("review_band")
+    return _validate(
+        DecisionRule(
+            thresholds=dict(thresholds),
+            chosen=data.get("chosen", "default" if "default" in thresholds else next(iter(thresholds), "")),
+            positive_label=data.get("positive_label", 1),
+            label_names=data.get("label_names"),
+            target_recall=data.get("target_recall"),
+            review_band=tuple(band) if isinstance(band, list) else band,
+        ),
+        str(path),
+    )
+
+
+def resolve_decision(
+    rule: DecisionRule | None, threshold: float | None = None, review_band: Sequence[float] | None = None
+) -> tuple[float, tuple[float, float], str]:
+    """(threshold, review band, where the threshold came from) after command-line overrides."""
+    if threshold is not None:
+        t, source = _check_probability(threshold, "--threshold"), "--threshold"
+    elif rule is not None:
+        t, source = rule.threshold, f"{THRESHOLDS_FILE} ({rule.chosen!r})"
+    else:
+        t, source = 0.5, f"default (no {THRESHOLDS_FILE})"
+    if review_band is not None:
+        band = _check_band(review_band, "--review-band")
+    elif rule is not None and rule.review_band is not None and t == rule.threshold:
+        band = rule.review_band
+    else:  # the file's band was built around another threshold
+        band = default_review_band(t)
+    return t, band, source
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs and outputs
+
+
+def _input_error(where: str, column: str, columns: Sequence[str]) -> ValueError:
+    have = ", ".join(repr(c) for c in columns) or "none"
+    return ValueError(
+        f"{where} has no column {column!r}; its columns are: {have} (choose one with --text-column)"
+    )
+
+
+def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
+    """Rows of a .txt (one text per non-blank line), .jsonl or .csv file; each holds its text under
+    ``text_column`` (``"text"`` and a 1-based ``"line"`` for .txt). Other columns are kept for the output."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_FORMATS:
+        raise ValueError(f"cannot read {path}: supported inputs are {', '.join(INPUT_FORMATS)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    if suffix == ".txt":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [{"line": i, "text": s} for i, s in enumerate(lines, 1) if s.strip()]
+        column = "text"
+    elif suffix == ".jsonl":
+        rows, column = _read_jsonl(path, text_column), text_column
+    else:
+        rows, column = _read_csv(path, text_column), text_column
+    if not rows:
+        raise ValueError(f"{path} holds no texts (the file is empty)")
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row.get(column), str):
+            raise ValueError(f"{path}: row {number} has {column}={row.get(column)!r}; expected a string")
+    return rows
+
+
+def _read_jsonl(path: Path, column: str) -> list[dict]:
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{i} is not valid JSON: {err}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{i} must be a JSON object like {{{column!r}: ...}}")
+        if column not in row:
+            raise _input_error(f"{path}:{i}", column, list(row))
+        rows.append(row)
+    return rows
+
+
+def _read_csv(path: Path, column: str) -> list[dict]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB cap breaks on long documents
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:  # no header: the file is empty
+            return []
+        if column not in reader.fieldnames:
+            raise _input_error(str(path), column, reader.fieldnames)
+        rows = list(reader)
+    for i, row in enumerate(rows, 2):  # line 1 is the header
+        if None in row:
+            raise ValueError(f"{path}:{i} has more fields than the header's {len(reader.fieldnames)}")
+    return rows
+
+
+def check_output_path(out: str | Path, force: bool = False, input_path: str | Path | None = None) -> Path:
+    """Fail before any work if OUT has an unsupported extension, is the input, or exists without force."""
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUT_FORMATS:
+        raise ValueError(f"output {out} must end in {' or '.join(OUTPUT_FORMATS)}")
+    if input_path is not None and out.resolve() == Path(input_path).resolve():
+        raise ValueError(f"output {out} is the input file; choose another --out")
+    if out.exists() and not force:
+        raise FileExistsError(f"output {out} already exists; pass --force to overwrite it")
+    return out
+
+
+def write_outputs(rows: Sequence[dict], out: str | Path) -> Path:
+    """Write rows as JSONL or CSV (by extension), via a temporary file so a crash leaves no half output."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix.lower() == ".csv":
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:  # nested JSON values stay JSON in a CSV cell
+                writer.writerow(
+                    {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+                )
+    else:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# model and inference
+
+
+def load_classifier(
+    model_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[ModernEncoderForSequenceClassification, Tokenizer]:
+    """(model in eval mode on ``device``, ``tokenizers.Tokenizer``) from a Hugging Face folder."""
+    from modernenc.data.masking import load_tokenizer
+    from modernenc.model import ModernEncoderForSequenceClassification
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    tokenizer_file = model_dir / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(
+            f"{tokenizer_file} is missing; export the model with its tokenizer "
+            "(save_pretrained(..., tokenizer_path=...) or export-hf --tokenizer)"
+        )
+    model = ModernEncoderForSequenceClassification.from_pretrained(model_dir)
+    if model.config.num_labels != 2:
+        raise ValueError(
+            f"predict handles binary classifiers (num_labels=2); {model_dir} has num_labels="
+            f"{model.config.num_labels}"
+        )
+    return model.to(device).eval(), load_tokenizer(tokenizer_file)
+
+
+def tokenize(
+    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, cls_id: int, sep_id: int
+) -> tuple[list[list[int]], int]:
+    """Ids ``[CLS] ... [SEP]`` per text, cut to ``max_length`` (keeping [SEP]), and how many were cut."""
+    if max_length < 2:
+        raise ValueError(f"max_length must leave room for [CLS] and [SEP]; got {max_length}")
+    tokenizer.no_padding()  # a tokenizer.json may carry padding/truncation settings; packing needs neither
+    tokenizer.no_truncation()
+    # ModernBERT's post-processor adds [CLS]/[SEP] itself; a tokenizer without one gets them here.
+    adds_specials = tokenizer.encode("").ids == [cls_id, sep_id]
+    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=adds_specials)
+    ids, truncated = [], 0
+    for enc in encoded:
+        body = enc.ids[1:-1] if adds_specials else enc.ids
+        if len(body) > max_length - 2:
+            body, truncated = body[: max_length - 2], truncated + 1
+        ids.append([cls_id, *body, sep_id])
+    return ids, truncated
+
+
+def _packed_batch(seqs: Sequence[Sequence[int]], device: torch.device) -> dict[str, torch.Tensor | int]:
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int32)
+    cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+    return {
+        "input_ids": torch.tensor([t for s in seqs for t in s], dtype=torch.long).to(device),
+        "cu_seqlens": cu_seqlens.to(device),
+        "max_seqlen": int(lengths.max()),
+        "position_ids": torch.cat([torch.arange(n) for n in lengths.tolist()]).to(device),
+    }
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    dtype: str = "fp32",
+    positive_label: int = 1,
+    progress: bool = True,
+) -> np.ndarray:
+    """Probability of ``positive_label`` for each sequence, in input order, from packed length-sorted batches.
+
+    Sorting puts similar lengths together, so attention's length buckets waste almost nothing; longest
+    first, so a batch too big for memory fails at once rather than at the end.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
+    device = next(model.parameters()).device
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    probs = np.empty(len(token_ids), dtype=np.float64)
+    autocast = (
+        torch.autocast(device.type, dtype=DTYPES[dtype])
+        if DTYPES[dtype] is not None
+        else contextlib.nullcontext()
+    )
+    bar = tqdm(total=len(order), unit="text", desc="predict", disable=not progress)
+    with torch.inference_mode(), autocast, bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            logits = model(**_packed_batch([token_ids[i] for i in chunk], device)).logits
+            probs[chunk] = logits.float().softmax(-1)[:, positive_label].cpu().numpy()
+            bar.update(len(chunk))
+    return probs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the whole command
+
+
+@dataclass
+class PredictionSummary:
+    out: Path
+    examples: int
+    seconds: float
+    flagged: int
+    needs_review: int
+    truncated: int
+    threshold: float
+    review_band: tuple[float, float]
+    threshold_source: str
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else math.inf
+
+
+def _label_names(
+    rule: DecisionRule | None, id2label: Mapping[int, str] | None, num_labels: int
+) -> list | None:
+    if rule is not None and rule.label_names is not None:
+        names = list(rule.label_names)
+        if len(names) != num_labels:
+            raise ValueError(
+                f"{THRESHOLDS_FILE} lists {len(names)} label_names for a {num_labels}-label model"
+            )
+        return names
+    if id2label and not all(id2label.get(i) == f"LABEL_{i}" for i in range(num_labels)):
+        return [id2label[i] for i in range(num_labels)]
+    return None  # only transformers' placeholder names: write the class index instead
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def predict_file(
+    model_dir: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    text_column: str = "text",
+    threshold: float | None = None,
+    review_band: Sequence[float] | None = None,
+    batch_size: int = 64,
+    dtype: str = "fp32",
+    device: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review."""
+    out = check_output_path(out, force=force, input_path=input_path)
+    rows = read_inputs(input_path, text_column)
+    rule = read_thresholds(model_dir)
+    t, band, source = resolve_decision(rule, threshold, review_band)
+    model, tokenizer = load_classifier(model_dir, _resolve_device(device))
+    config = model.config
+    positive = rule.positive_label if rule is not None else 1
+    if not 0 <= positive < config.num_labels:
+        raise ValueError(f"positive_label {positive} is not a class of this {config.num_labels}-label model")
+    names = _label_names(rule, config.id2label, config.num_labels)
+
+    start = time.perf_counter()  # throughput counts tokenizing and inference, not loading the model
+    column = "text" if Path(input_path).suffix.lower() == ".txt" else text_column
+    max_length = config.max_position_embeddings
+    ids, truncated = tokenize(
+        tokenizer, [r[column] for r in rows], max_length, config.cls_token_id, config.sep_token_id
+    )
+    if truncated:
+        logger.warning(
+            "%d of %d texts were longer than the model's %d tokens and were truncated",
+            truncated,
+            len(ids),
+            max_length,
+        )
+    probs = predict_probabilities(model, ids, batch_size, dtype, positive, progress)
+    seconds = time.perf_counter() - start
+
+    negative = 1 - positive
+    results = []
+    for row, p in zip(rows, probs.tolist(), strict=True):
+        # Input columns that clash with ours (e.g. a gold "label") are kept, renamed input_<name>.
+        kept = {(f"input_{k}" if k in OUTPUT_COLUMNS else k): v for k, v in row.items()}
+        cls = positive if p >= t else negative
+        results.append(
+            {
+                **kept,
+                "probability": p,
+                "label": names[cls] if names else cls,
+                "needs_review": band[0] <= p <= band[1],
+            }
+        )
+    write_outputs(results, out)
+    return PredictionSummary(
+        out=out,
+        examples=len(results),
+        seconds=seconds,
+        flagged=int((probs >= t).sum()),
+        needs_review=sum(r["needs_review"] for r in results),
+        truncated=truncated,
+        threshold=t,
+        review_band=band,
+        threshold_source=source,
+    )
+
+
+def format_summary(s: PredictionSummary) -> str:
+    return (
+        f"{s.examples} texts in {s.seconds:.1f} s ({s.examples_per_s:,.0f} examples/s); "
+        f"{s.flagged} flagged positive at threshold {s.threshold:.4g} from {s.threshold_source}; "
+        f"{s.needs_review} need review (probability in [{s.review_band[0]:.4g}, {s.review_band[1]:.4g}]); "
+        f"wrote {s.out}"
+    )

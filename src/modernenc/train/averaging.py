@@ -1,0 +1,179 @@
+"""Average the weights of several train.py checkpoints of one run (ModernBERT-base averaged its last ones).
+
+Checkpoints are chosen from a save folder by training step (`--last K`) or by a metric logged during the
+run (`--best K --metric eval/LanguageCrossEntropy`). Metrics come from the `TrainingCurves` callback's
+history, which composer stores in every checkpoint (composer's own metric state is saved only with
+`save_metrics=True`, and then only for the latest evaluation); a checkpoint counts only if an evaluation
+ran at its very step, so keep `save_interval` a multiple of `eval_interval`.
+
+The result has the newest chosen checkpoint's structure (timestamp, optimizer, callbacks) with the averaged
+model weights in `state.model`, so `modernenc export-hf` and `model.init_from` read it like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from modernenc.train.composer_model import RUNTIME_FIELDS
+from modernenc.train.export import EXTRA_STATE_KEY
+
+CHECKPOINT_NAME = re.compile(r"^ep(?P<epoch>\d+)-ba(?P<batch>\d+)-rank0\.pt$")  # train.py's save_filename
+LOWER_IS_BETTER = ("loss", "crossentropy", "perplexity")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    batch: int
+
+
+def list_checkpoints(folder: str | Path) -> list[Checkpoint]:
+    """The rank-0 checkpoints in a train.py save folder, oldest first; `latest-rank0.pt` and other
+    symlinks are skipped so no checkpoint counts twice."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"save folder {folder} does not exist")
+    found = []
+    for path in folder.iterdir():
+        match = CHECKPOINT_NAME.match(path.name)
+        if match and path.is_file() and not path.is_symlink():
+            found.append(Checkpoint(path, int(match["batch"])))
+    if not found:
+        raise FileNotFoundError(f"no train.py checkpoints (ep*-ba*-rank0.pt) in {folder}")
+    return sorted(found, key=lambda c: c.batch)
+
+
+def _need(checkpoints: list[Checkpoint], k: int) -> None:
+    if k < 1:
+        raise ValueError(f"the number of checkpoints to average must be at least 1; got {k}")
+    if len(checkpoints) < k:
+        names = ", ".join(c.path.name for c in checkpoints)
+        raise ValueError(
+            f"asked for {k} checkpoints but the folder holds {len(checkpoints)} ({names}); train.py keeps "
+            f"the last save_num_checkpoints_to_keep of them (-1 keeps all)"
+        )
+
+
+def select_last(checkpoints: list[Checkpoint], k: int) -> list[Checkpoint]:
+    """The `k` checkpoints with the highest training step."""
+    _need(checkpoints, k)
+    return checkpoints[-k:]
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric.lower().replace("_", "") for word in LOWER_IS_BETTER)
+
+
+def logged_metric(checkpoints: list[Checkpoint], metric: str) -> dict[int, float]:
+    """`metric`'s logged values by training step, read from the newest checkpoint's TrainingCurves history
+    (which holds the whole run's). `metric` is a history key such as `eval/LanguageCrossEntropy`; a bare
+    name gets the `eval/` prefix."""
+    newest = checkpoints[-1].path
+    state = torch.load(newest, map_location="cpu", weights_only=False, mmap=True)["state"]
+    history = state.get("callbacks", {}).get("TrainingCurves", {}).get("history")
+    if history is None:
+        raise ValueError(
+            f"{newest} holds no logged metrics (the TrainingCurves callback was off: logging.plots=false); "
+            f"choose checkpoints with --last instead"
+        )
+    key = metric if metric in history else f"eval/{metric}"
+    if key not in history:
+        raise ValueError(f"{newest} has no logged metric {metric!r}; logged: {', '.join(sorted(history))}")
+    return {int(step): float(value) for step, value in history[key]}
+
+
+def select_best(checkpoints: list[Checkpoint], k: int, metric: str, minimize: bool) -> list[Checkpoint]:
+    """The `k` checkpoints with the best `metric` value at their own step, oldest first."""
+    _need(checkpoints, k)
+    values = logged_metric(checkpoints, metric)
+    scored = [c for c in checkpoints if c.batch in values]
+    if len(scored) < k:
+        unscored = [c.path.name for c in checkpoints if c.batch not in values]
+        raise ValueError(
+            f"{metric} was logged at batches {sorted(values) or 'none'}, so only {len(scored)} of the "
+            f"checkpoints can be ranked (no evaluation at the step of {', '.join(unscored) or 'none'}); "
+            f"make save_interval a multiple of eval_interval or use --last"
+        )
+    ranked = sorted(scored, key=lambda c: values[c.batch], reverse=not minimize)
+    return sorted(ranked[:k], key=lambda c: c.batch)
+
+
+def _check_same_model(reference: dict, other: dict, ref_name: str, name: str) -> None:
+    """Same tensor names and shapes (checked first, so the error names a tensor), same architecture."""
+    missing, unexpected = sorted(set(reference) - set(other)), sorted(set(other) - set(reference))
+    if missing or unexpected:
+        raise ValueError(
+            f"{name} and {ref_name} hold different tensors: {name} lacks {missing or 'none'} "
+            f"and has extra {unexpected or 'none'}"
+        )
+    for key, ref in reference.items():
+        if isinstance(ref, torch.Tensor) and tuple(ref.shape) != tuple(other[key].shape):
+            raise ValueError(
+                f"tensor {key} has shape {tuple(other[key].shape)} in {name} "
+                f"but {tuple(ref.shape)} in {ref_name}"
+            )
+    ref_extra, extra = reference.get(EXTRA_STATE_KEY) or {}, other.get(EXTRA_STATE_KEY) or {}
+    if ref_extra.get("architecture") != extra.get("architecture"):
+        raise ValueError(
+            f"{name} holds a {extra.get('architecture')} model "
+            f"but {ref_name} a {ref_extra.get('architecture')}"
+        )
+    a, b = ref_extra.get("model_config") or {}, extra.get("model_config") or {}
+    changed = sorted(f for f in set(a) | set(b) if f not in RUNTIME_FIELDS and a.get(f) != b.get(f))
+    if changed:
+        raise ValueError(f"{name} and {ref_name} are different models: their configs differ in {changed}")
+
+
+def _alias_of(state: dict) -> dict[str, str]:
+    """Keys whose tensor is a view of an earlier key's (the decoder weight tied to the embeddings)."""
+    seen: dict[tuple, str] = {}
+    aliases = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            ident = (value.untyped_storage().data_ptr(), value.storage_offset(), value.shape, value.stride())
+            aliases[key] = seen.setdefault(ident, key)
+    return {k: v for k, v in aliases.items() if k != v}
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+    """Write `out`: the last of `paths` with `state.model` replaced by the mean over all of `paths`.
+
+    Floating-point tensors are summed in fp32 and cast back; other tensors (integer buffers) and
+    non-tensor entries are the last checkpoint's. Mismatched models fail naming the tensor.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    paths = [Path(p) for p in paths]
+    template_path = paths[-1]
+    template = torch.load(template_path, map_location="cpu", weights_only=False, mmap=True)
+    reference = template["state"]["model"]
+    aliases = _alias_of(reference)
+    sums = {
+        k: v.to(torch.float32, copy=True)
+        for k, v in reference.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and k not in aliases
+    }
+    for path in paths[:-1]:
+        model = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state"]["model"]
+        _check_same_model(reference, model, template_path.name, path.name)
+        for key, total in sums.items():
+            total += model[key].to(torch.float32)
+    averaged = dict(reference)
+    for key, total in sums.items():
+        averaged[key] = (total / len(paths)).to(reference[key].dtype)
+    for key, source in aliases.items():  # keep tied weights tied, stored once
+        averaged[key] = averaged[source]
+    template["state"]["model"] = averaged
+    template["modernenc_averaged_from"] = [p.name for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(template, tmp)
+    tmp.replace(out)  # never leave a half-written checkpoint under the final name
+    return out

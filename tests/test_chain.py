@@ -1,0 +1,37 @@
+"""The quickstart chain: stage order, reuse of finished stages, and that every stage's command is real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import modernenc.chain as chain
+from modernenc.paths import REPO_ROOT
+
+
+def test_finished_stages_are_reused_and_the_rest_run_in_order(monkeypatch, capsys):
+    ran = []
+    fake = [
+        chain.Stage("a", "first", lambda: True, run=lambda: ran.append("a")),
+        chain.Stage("b", "second", lambda: False, run=lambda: ran.append("b")),
+        chain.Stage("c", "third", lambda: False, run=lambda: ran.append("c")),
+    ]
+    monkeypatch.setattr(chain, "stages", lambda out: fake)
+    chain.run_chain("unused.md")
+    assert ran == ["b", "c"]
+    out = capsys.readouterr().out
+    assert "[1/3] a: first  (done, reusing)" in out and "[3/3] c: third" in out
+    ran.clear()
+    chain.run_chain("unused.md", only=["c"])
+    assert ran == ["c"]
+
+
+def test_every_stage_names_files_that_exist():
+    for stage in chain.stages(Path("results.md")):
+        if stage.command is None:
+            continue
+        script = REPO_ROOT / stage.command[1]
+        assert script.is_file(), stage.command
+        if stage.command[1] == "train.py":
+            from modernenc.train.config import load_config
+
+            load_config(REPO_ROOT / stage.command[2], stage.command[3:])  # the yaml and overrides are valid

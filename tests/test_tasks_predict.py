@@ -1,0 +1,256 @@
+"""Batch prediction: packed, length-sorted inference agrees with transformers run one text at a time."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import SHARED_DATA
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from modernenc.cli import main
+from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
+from modernenc.tasks.predict import (
+    DecisionRule,
+    default_review_band,
+    load_classifier,
+    predict_file,
+    predict_probabilities,
+    read_inputs,
+    read_thresholds,
+    resolve_decision,
+    tokenize,
+    write_thresholds,
+)
+
+TOKENIZER_DIR = SHARED_DATA / "tokenizers" / "modernbert"
+MAX_LENGTH = 40  # small, so the long text below gets truncated
+TEXTS = [
+    "Aspirin caused severe nausea.",
+    "The patient was given 5 mg of warfarin daily for atrial fibrillation without complications.",
+    "",  # empty text: [CLS][SEP] only
+    "Rash.",
+    "Hepatotoxicity développée après l'administration de paracétamol à forte dose — naïve patient 😷.",
+    "Long " + "treatment with methotrexate led to pancytopenia and " * 8 + "hospitalisation.",
+    "No adverse events were observed.",
+    "Stevens-Johnson syndrome following carbamazepine therapy.",
+    *[f"Case {i}: {'the drug was well tolerated ' * (i % 4)}after dose {i}." for i in range(24)],
+]
+THRESHOLD, BAND = 0.3, (0.2, 0.6)
+
+
+def build_classifier(folder, pooling, threshold_file=True):
+    torch.manual_seed(0)
+    config = ModernEncoderConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        global_attn_every_n_layers=2,
+        local_attention=8,  # windows shorter than most texts: exercises local attention on packed input
+        max_position_embeddings=MAX_LENGTH,
+        classifier_pooling=pooling,
+        id2label={0: "no_ade", 1: "ade"},
+        initializer_range=0.5,  # large random weights: CLS states differ, probabilities spread over (0, 1)
+    )
+    model = ModernEncoderForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 0.2)
+    model.save_pretrained(folder, tokenizer_path=TOKENIZER_DIR)
+    if threshold_file:
+        write_thresholds(
+            folder,
+            {"default": 0.5, "max_f1": 0.45, "target_recall": THRESHOLD},
+            chosen="target_recall",
+            target_recall=0.95,
+            review_band=BAND,
+        )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory):
+    """pooling -> model folder, each built once for the module."""
+    cache = {}
+
+    def get(pooling):
+        if pooling not in cache:
+            cache[pooling] = build_classifier(tmp_path_factory.mktemp(f"clf-{pooling}"), pooling)
+        return cache[pooling]
+
+    return get
+
+
+@pytest.fixture
+def model_dir(classifiers):
+    return classifiers("mean")
+
+
+def reference_probabilities(folder, texts):
+    """transformers' own model and tokenizer on the same folder, one text at a time: no packing, no sort."""
+    hf = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="sdpa").eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    probs = []
+    with torch.no_grad():
+        for text in texts:
+            batch = tok(text, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+            probs.append(float(hf(**batch).logits.softmax(-1)[0, 1]))
+    return probs
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])  # cls pooling reads packed offsets: test both
+def test_packed_sorted_predictions_match_transformers(pooling, classifiers, tmp_path, caplog):
+    model_dir = classifiers(pooling)
+    rows = [{"id": f"s{i}", "text": t, "label": i % 2} for i, t in enumerate(TEXTS)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = predict_file(model_dir, src, tmp_path / "out.jsonl", batch_size=7, progress=False)
+    out = read_jsonl(tmp_path / "out.jsonl")
+
+    assert [r["id"] for r in out] == [r["id"] for r in rows]  # input order restored after sorting
+    assert [r["text"] for r in out] == TEXTS
+    assert [r["input_label"] for r in out] == [r["label"] for r in rows]  # gold label kept, renamed
+    expected = reference_probabilities(model_dir, TEXTS)
+    got = [r["probability"] for r in out]
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-4
+    assert min(got) < BAND[0] < BAND[1] < max(got)  # the probabilities spread past the band
+
+    for r in out:  # decisions follow thresholds.json
+        assert r["label"] == ("ade" if r["probability"] >= THRESHOLD else "no_ade")
+        assert r["needs_review"] == (BAND[0] <= r["probability"] <= BAND[1])
+    assert summary.threshold == THRESHOLD and summary.review_band == BAND
+    assert summary.flagged == sum(r["label"] == "ade" for r in out)
+    assert summary.needs_review == sum(r["needs_review"] for r in out)
+    assert summary.truncated == 1 and "1 of 32 texts were longer than the model's 40 tokens" in caplog.text
+
+
+def test_txt_and_csv_inputs_give_the_same_probabilities(model_dir, tmp_path):
+    texts = [t for t in TEXTS if t.strip()]  # blank lines of a .txt are skipped
+    (tmp_path / "in.txt").write_text("\n".join(texts[:5]) + "\n\n" + "\n".join(texts[5:]) + "\n")
+    with (tmp_path / "in.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["doc_id", "sentence"])
+        writer.writerows([[i, t] for i, t in enumerate(texts)])
+    predict_file(model_dir, tmp_path / "in.txt", tmp_path / "from_txt.jsonl", progress=False)
+    predict_file(
+        model_dir, tmp_path / "in.csv", tmp_path / "from_csv.csv", text_column="sentence", progress=False
+    )
+    from_txt = read_jsonl(tmp_path / "from_txt.jsonl")
+    with (tmp_path / "from_csv.csv").open(newline="", encoding="utf-8") as f:
+        from_csv = list(csv.DictReader(f))
+    assert [r["text"] for r in from_txt] == texts and [r["sentence"] for r in from_csv] == texts
+    assert [r["line"] for r in from_txt][4:7] == [5, 7, 8]  # line numbers point into the file
+    assert [r["doc_id"] for r in from_csv] == [str(i) for i in range(len(texts))]
+    assert list(from_csv[0]) == ["doc_id", "sentence", "probability", "label", "needs_review"]
+    for a, b in zip(from_txt, from_csv, strict=True):
+        assert abs(a["probability"] - float(b["probability"])) < 1e-12
+        assert str(a["needs_review"]) == b["needs_review"] and a["label"] == b["label"]
+
+
+def test_batch_size_and_bf16_do_not_change_results_much(model_dir):
+    model, tokenizer = load_classifier(model_dir)
+    ids, truncated = tokenize(
+        tokenizer, TEXTS, MAX_LENGTH, model.config.cls_token_id, model.config.sep_token_id
+    )
+    assert truncated == 1 and max(map(len, ids)) == MAX_LENGTH and ids[2] == [50281, 50282]
+    one = predict_probabilities(model, ids, batch_size=5, progress=False)  # 7 batches, last one short
+    many = predict_probabilities(model, ids, batch_size=64, progress=False)
+    bf16 = predict_probabilities(model, ids, batch_size=64, dtype="bf16", progress=False)
+    assert abs(one - many).max() < 1e-5  # packing neighbours must not leak into a sequence
+    # bf16 keeps ~3 significant digits; the test model's large random weights amplify that.
+    assert abs(one - bf16).max() < 0.15
+
+
+def test_thresholds_file_round_trip_and_overrides(tmp_path):
+    path = write_thresholds(
+        tmp_path,
+        {"default": 0.5, "max_f1": 0.4, "target_recall": 0.2},
+        target_recall=0.95,
+        label_names=["no_ade", "ade"],
+    )
+    data = json.loads(path.read_text())
+    assert data["chosen"] == "target_recall" and data["review_band"] == [0.1, 0.6]
+    rule = read_thresholds(tmp_path)
+    assert rule.threshold == 0.2 and rule.label_names == ["no_ade", "ade"] and rule.review_band == (0.1, 0.6)
+    assert resolve_decision(rule) == (0.2, (0.1, 0.6), "thresholds.json ('target_recall')")
+    # --threshold moves the decision away from the file's band, so the band follows the new threshold.
+    assert resolve_decision(rule, threshold=0.5)[:2] == (0.5, (0.25, 0.75))
+    assert resolve_decision(rule, review_band=[0.05, 0.9])[1] == (0.05, 0.9)
+    assert resolve_decision(None) == (0.5, default_review_band(0.5), "default (no thresholds.json)")
+    assert read_thresholds(tmp_path / "elsewhere") is None
+    with pytest.raises(ValueError, match="chosen='nope'"):
+        write_thresholds(tmp_path, {"default": 0.5}, chosen="nope")
+    with pytest.raises(ValueError, match="lo <= hi"):
+        resolve_decision(DecisionRule(), review_band=[0.8, 0.2])
+    (tmp_path / "thresholds.json").write_text('{"thresholds": {"default": 1.5}}')
+    with pytest.raises(ValueError, match=r"thresholds\['default'\] must be a number in \[0, 1\]"):
+        read_thresholds(tmp_path)
+
+
+def test_no_thresholds_file_means_half_and_default_band(tmp_path):
+    folder = build_classifier(tmp_path / "clf", "mean", threshold_file=False)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    summary = predict_file(folder, src, tmp_path / "out.jsonl", progress=False)
+    assert summary.threshold == 0.5 and summary.review_band == (0.25, 0.75)
+    for r in read_jsonl(tmp_path / "out.jsonl"):
+        assert r["label"] == ("ade" if r["probability"] >= 0.5 else "no_ade")
+        assert r["needs_review"] == (0.25 <= r["probability"] <= 0.75)
+
+
+def test_input_errors_name_the_problem(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"sentence": "a", "pmid": 1}])
+    with pytest.raises(ValueError, match=r"no column 'text'; its columns are: 'sentence', 'pmid'"):
+        read_inputs(src)
+    (tmp_path / "in.csv").write_text("pmid,sentence\n1,hello\n")
+    with pytest.raises(ValueError, match=r"no column 'body'; its columns are: 'pmid', 'sentence'"):
+        read_inputs(tmp_path / "in.csv", "body")
+    for name in ("empty.txt", "empty.jsonl", "empty.csv"):
+        (tmp_path / name).write_text("\n")
+        with pytest.raises(ValueError, match="holds no texts"):
+            read_inputs(tmp_path / name)
+    with pytest.raises(ValueError, match=r"supported inputs are \.txt, \.jsonl, \.csv"):
+        read_inputs(tmp_path / "in.parquet")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_inputs(tmp_path / "missing.txt")
+
+
+def test_cli_refuses_to_overwrite_without_force(model_dir, tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS[:4]])
+    out = tmp_path / "out.jsonl"
+    out.write_text("keep me\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(model_dir), str(src), "--out", str(out)])
+    assert (
+        str(exit_info.value.code)
+        == f"modernenc predict: error: output {out} already exists; pass --force to overwrite it"
+    )
+    assert out.read_text() == "keep me\n"
+
+    main(["predict", str(model_dir), str(src), "--out", str(out), "--force", "--threshold", "0.5"])
+    assert len(read_jsonl(out)) == 4
+    printed = capsys.readouterr().out
+    assert "examples/s" in printed and "flagged positive at threshold 0.5 from --threshold" in printed
+    assert "need review" in printed
+
+
+def test_cli_help_and_missing_column(model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--review-band LO HI" in text and "Example: modernenc predict" in text
+    src = write_jsonl(tmp_path / "in.jsonl", [{"sentence": "a"}])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(model_dir), str(src), "--out", str(tmp_path / "o.jsonl")])
+    assert "no column 'text'; its columns are: 'sentence'" in str(exit_info.value.code)
+    assert not (tmp_path / "o.jsonl").exists()

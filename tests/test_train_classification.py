@@ -1,0 +1,172 @@
+"""Classification fine-tuning through train.py: best model kept, thresholds chosen on validation, and the
+reported test numbers re-derived independently with `transformers` and scikit-learn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA
+from sklearn.metrics import f1_score, precision_score, recall_score
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from modernenc.tasks.ade_data import load_ade_sentences, make_splits, write_jsonl
+from modernenc.train.builders import build_task, build_trainer
+from modernenc.train.config import load_config
+
+TOKENIZER = SHARED_DATA / "tokenizers" / "modernbert"
+SIZES = {"train": 64, "validation": 40, "test": 40}
+
+
+@pytest.fixture(scope="module")
+def ade_dir(tmp_path_factory) -> Path:
+    positives, negatives = load_ade_sentences(SHARED_DATA / "ade_corpus_v2")
+    splits = make_splits(positives, negatives, seed=0)
+    out = tmp_path_factory.mktemp("ade")
+    for split, n in SIZES.items():
+        rows = splits[split]
+        write_jsonl(rows[: n // 2] + rows[-n // 2 :], out / f"{split}.jsonl")  # both classes
+    return out
+
+
+def write_yaml(folder: Path, ade: Path, **extra: str) -> Path:
+    lines = [
+        "run_name: ft",
+        f"save_folder: {folder / 'run'}",
+        "model: {task: classification, preset: tiny}",
+        f"data: {{train: {ade}/train.jsonl, eval: {ade}/validation.jsonl, test: {ade}/test.jsonl, "
+        f"tokenizer: {TOKENIZER}, max_seq_len: 128, micro_batch_size: 16}}",
+        "optimizer: {name: adamw, lr: 1.0e-3}",
+        "scheduler: {t_warmup: 0ba, t_decay: 0ba}",
+        "evaluation: {positive_label: '1', target_recall: 0.9, early_stopping_patience: 0}",
+        "max_duration: 2ep",
+        "eval_interval: 1ep",
+        "save_interval: 1ep",
+        "logging: {progress_bar: false}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ft.yaml").write_text("\n".join(lines) + "\n")
+    return folder / "ft.yaml"
+
+
+def run(cfg) -> None:
+    parts = build_task(cfg)
+    trainer = build_trainer(cfg, parts=parts)
+    trainer.fit()
+    parts.finish(trainer)
+    trainer.close()
+
+
+def hf_probabilities(model_dir: Path, texts: list[str]) -> np.ndarray:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        return model(**enc).logits.softmax(-1)[:, 1].numpy()
+
+
+def test_finetune_reports_what_transformers_and_sklearn_measure(tmp_path, ade_dir):
+    run(load_config(write_yaml(tmp_path, ade_dir)))
+    best = tmp_path / "run" / "best-hf"
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    thresholds = report["thresholds"]
+    assert set(thresholds) == {"default", "max_f1", "target_recall"}
+    assert json.loads((best / "thresholds.json").read_text())["thresholds"] == pytest.approx(thresholds)
+    assert (tmp_path / "run" / "eval" / "pr_curve_test.png").stat().st_size > 0
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+    rows = {s: [json.loads(x) for x in (ade_dir / f"{s}.jsonl").read_text().splitlines()] for s in SIZES}
+    val_probs = hf_probabilities(best, [r["text"] for r in rows["validation"]])
+    val_labels = np.array([r["label"] for r in rows["validation"]])
+    assert recall_score(val_labels, val_probs >= thresholds["target_recall"]) >= 0.9
+
+    test_probs = hf_probabilities(best, [r["text"] for r in rows["test"]])
+    test_labels = np.array([r["label"] for r in rows["test"]])
+    for name, t in thresholds.items():
+        ours = report["splits"]["test"]["results"][name]
+        predicted = test_probs >= t
+        assert ours["recall"] == pytest.approx(recall_score(test_labels, predicted), abs=1e-6)
+        assert ours["precision"] == pytest.approx(precision_score(test_labels, predicted, zero_division=0))
+        assert ours["f1"] == pytest.approx(f1_score(test_labels, predicted, zero_division=0), abs=1e-6)
+
+    # The exported folder is a standard transformers classifier with the run's label names.
+    classify = pipeline("text-classification", model=str(best), tokenizer=str(best))
+    assert classify("Aspirin caused a rash.")[0]["label"] in {"0", "1"}
+
+
+def test_finetune_from_an_mlm_checkpoint_keeps_its_encoder(tmp_path, ade_dir):
+    from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
+
+    mlm = ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset("tiny"))
+    mlm.save_pretrained(tmp_path / "mlm")
+    cfg = load_config(write_yaml(tmp_path, ade_dir), [f"model.init_from={tmp_path / 'mlm'}"])
+    model = build_task(cfg).model.model
+    torch.testing.assert_close(
+        model.model.layers[1].attn.Wqkv.weight, mlm.model.layers[1].attn.Wqkv.weight, rtol=0, atol=0
+    )
+    assert model.config.num_labels == 2
+
+
+def test_missing_column_lists_the_columns_the_file_has(tmp_path, ade_dir):
+    cfg = load_config(write_yaml(tmp_path, ade_dir), ["data.text_column=sentence"])
+    with pytest.raises(ValueError, match=r"no column 'sentence'; its columns are: text, label"):
+        build_task(cfg)
+
+
+def test_label_unseen_in_training_is_named(tmp_path, ade_dir):
+    bad = tmp_path / "validation.jsonl"
+    bad.write_text(json.dumps({"text": "a sentence", "label": 7}) + "\n")
+    cfg = load_config(write_yaml(tmp_path, ade_dir), [f"data.eval={bad}"])
+    with pytest.raises(
+        ValueError, match=r"labels \['7'\] that training does not have; known labels: \['0', '1'\]"
+    ):
+        build_task(cfg)
+
+
+def test_word_tags_go_to_the_first_sub_token_only():
+    from modernenc.tasks.classification_data import tokenize_words
+
+    out = tokenize_words([["Aspirin", "caused", "rash"]], [["DRUG", "O", "O"]], ["O", "DRUG"], TOKENIZER, 64)
+    # [CLS] A spir in Ġcaused Ġrash [SEP]: "Aspirin" is three sub-tokens, labelled on the first.
+    assert out.labels[0].tolist() == [-100, 1, -100, -100, 0, 0, -100]
+    assert len(out.input_ids[0]) == 7
+
+
+def test_token_classification_runs_through_the_same_entry_point(tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    drugs = {"aspirin", "ibuprofen", "warfarin", "lithium"}
+    sentences = [
+        "Aspirin caused a rash .",
+        "Lithium toxicity was seen .",
+        "She took ibuprofen daily .",
+        "Warfarin led to bleeding .",
+        "The patient recovered fully .",
+        "No drug was given .",
+    ] * 4
+    rows = [
+        {"words": s.split(), "tags": ["DRUG" if w.lower() in drugs else "O" for w in s.split()]}
+        for s in sentences
+    ]
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    yaml = write_yaml(tmp_path, tmp_path)
+    cfg = load_config(
+        yaml,
+        [
+            "model.task=token_classification",
+            "data.test=null",
+            "data.text_column=words",
+            "data.label_column=tags",
+            "data.micro_batch_size=8",
+            "evaluation.positive_label=null",
+        ],
+    )
+    run(cfg)
+    best = tmp_path / "run" / "best-hf"
+    model = AutoModelForTokenClassification.from_pretrained(best)
+    assert model.config.id2label == {0: "O", 1: "DRUG"}

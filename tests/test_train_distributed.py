@@ -1,0 +1,158 @@
+"""`composer -n 2 train.py` on CPU (gloo): it finishes, checkpoints, resumes exactly, learns like one process.
+
+Opt-in (MODERNENC_MULTIRANK_TESTS=1): every `composer -n 2` launch starts two interpreters that import
+torch and composer and build the data stream, so the test takes about a minute of wall time on an idle
+2-core machine and several minutes on a busy one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from composer.loggers import InMemoryLogger
+from conftest import SHARED_DATA
+from streaming import MDSWriter
+
+from modernenc.data.corpus import read_wikiextractor
+from modernenc.data.masking import load_tokenizer
+from modernenc.data.mds import chunk_tokens, mds_columns
+from modernenc.train.builders import build_trainer
+from modernenc.train.config import load_config
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MODERNENC_MULTIRANK_TESTS") != "1",
+    reason="opt-in (MODERNENC_MULTIRANK_TESTS=1): launches `composer -n 2` twice, ~1-3 min on 2 CPU cores",
+)
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSER = Path(sys.executable).with_name("composer")
+TOKENIZER = SHARED_DATA / "tokenizers" / "modernbert"
+MICRO = 4  # sequences per rank per step; the single-process run takes 2 * MICRO in one micro-batch
+STEPS, HALF = 16, 8
+# The two runs differ only in float summation order and in how the loss is averaged: two ranks average
+# their per-rank token means, one process takes the mean over all masked tokens (the ranks' masked-token
+# counts differ by a few %). Measured on Wikipedia chunks: equal to the console's 4 decimals for 17 steps
+# (loss 10.87 -> 9.86), so 0.01 (0.1%) leaves ample room; a rank training on the wrong samples, a missing
+# gradient all-reduce or a mis-scaled loss moves the curve by far more within a few steps.
+TOLERANCE = 0.01
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """Wikipedia text as 128-token chunks, all full length.
+
+    Equal lengths make packing first-in first-out, and StreamingDataset deals rank r every other sample of
+    the same global order (``num_canonical_nodes`` is pinned), while masks are keyed by the global sample
+    index: so step k of two ranks x 4 sequences holds exactly the 8 masked sequences that step k of one
+    process x 8 holds. (With documents' shorter last chunks, packing by 512 or by 1024 slots picks
+    different sequences for some steps and the curves only agree on average.)
+    """
+    tok = load_tokenizer(TOKENIZER)
+    docs = list(read_wikiextractor(SHARED_DATA / "wikipedia_en" / "AA" / "wiki_00"))[:20]
+    ids = np.concatenate([tok.encode(d.text, add_special_tokens=False).ids for d in docs if d.text])
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    chunks = [c for c in chunk_tokens(ids, 128, cls_id, sep_id) if len(c) == 128]
+    assert len(chunks) >= 2 * MICRO * STEPS
+    out = tmp_path_factory.mktemp("wiki") / "mds" / "train"
+    columns = mds_columns(tok.get_vocab_size(with_added_tokens=True))
+    with MDSWriter(out=str(out), columns=columns, compression="zstd") as writer:
+        for chunk in chunks:
+            writer.write({"input_ids": np.asarray(chunk, dtype=np.uint16)})
+    return out
+
+
+def write_yaml(folder: Path, shards: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "train.yaml"
+    path.write_text(
+        "\n".join(
+            [
+                "run_name: dist",
+                f"save_folder: {folder / 'run'}",
+                "model: {preset: tiny}",
+                f"data: {{train: {shards}, tokenizer: {TOKENIZER}, max_seq_len: 128, "
+                f"micro_batch_size: {MICRO}}}",
+                "optimizer: {lr: 1.0e-3}",
+                "scheduler: {t_warmup: 4ba, t_decay: 0ba}",
+                f"max_duration: {STEPS}ba",
+                f"save_interval: {HALF}ba",
+                "logging: {progress_bar: false}",
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def composer_two_ranks(yaml: Path, logs: Path, *overrides: str, port: int) -> dict[int, float]:
+    """Run `composer -n 2 train.py`; return rank 0's console loss per batch (rank 1 logs to `logs`)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(COMPOSER), "-n", "2", "--master_port", str(port),
+        "--stdout", str(logs / "rank{rank}.stdout"), "--stderr", str(logs / "rank{rank}.stderr"),
+        "train.py", str(yaml), *overrides,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    rank1 = (logs / "rank1.stderr").read_text() if (logs / "rank1.stderr").is_file() else ""
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:] + "\nrank 1:\n" + rank1[-3000:]
+    return console_losses(proc.stdout + proc.stderr)  # the console logger writes to stderr
+
+
+def console_losses(text: str) -> dict[int, float]:
+    losses, batch = {}, None
+    for line in text.splitlines():
+        if m := re.match(r"\[batch=(\d+)/\d+\]:", line.strip()):
+            batch = int(m.group(1))
+        elif (m := re.search(r"Train loss/train/total: ([0-9.]+)", line)) and batch is not None:
+            losses[batch] = float(m.group(1))
+    return losses
+
+
+def test_two_ranks_train_checkpoint_resume_and_match_one_process(tmp_path, shards):
+    yaml = write_yaml(tmp_path / "two", shards)
+    two = composer_two_ranks(yaml, tmp_path / "two" / "logs", port=29611)
+    assert sorted(two) == list(range(1, STEPS + 1))
+    run = tmp_path / "two" / "run"
+    assert (run / f"ep0-ba{HALF}-rank0.pt").is_file() and (run / f"ep0-ba{STEPS}-rank0.pt").is_file()
+
+    # Resume with two ranks from the mid-run checkpoint, as after a kill right after it was written:
+    # the rest of the curve must be the uninterrupted one (the console shows 4 decimals).
+    resumed_run = tmp_path / "resumed" / "run"
+    resumed_run.mkdir(parents=True)
+    shutil.copy(run / f"ep0-ba{HALF}-rank0.pt", resumed_run / "latest-rank0.pt")
+    resumed = composer_two_ranks(
+        yaml, tmp_path / "resumed" / "logs", f"save_folder={resumed_run}", "autoresume=true", port=29612
+    )
+    assert sorted(resumed) == list(range(HALF + 1, STEPS + 1))
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(two[step], abs=2e-4), f"batch {step}"
+
+    # One process sees the same sequences and masks per step: as one micro-batch of twice the sequences,
+    # or as two accumulated micro-batches of the same size as each rank's.
+    for name, overrides in {
+        "one": [f"data.micro_batch_size={2 * MICRO}"],
+        "accum": [f"data.micro_batch_size={MICRO}", f"data.global_batch_size={2 * MICRO}"],
+    }.items():
+        one = one_process(write_yaml(tmp_path / name, shards), overrides)
+        assert sorted(one) == sorted(two)
+        worst = max(abs(one[k] - two[k]) for k in one)
+        assert worst < TOLERANCE, f"{name}: per-step losses differ by up to {worst:.4f}: {one} vs {two}"
+    assert two[STEPS] < two[1] - 0.5  # and training really moved the loss (10.87 -> ~10.0)
+
+
+def one_process(yaml: Path, overrides: list[str]) -> dict[int, float]:
+    trainer = build_trainer(
+        load_config(yaml, [*overrides, f"save_interval={STEPS}ba"]), loggers=[InMemoryLogger()]
+    )
+    trainer.fit()
+    logger = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
+    values = [float(v) for _, v in sorted(logger.data["loss/train/total"], key=lambda tv: int(tv[0].batch))]
+    trainer.close()
+    return dict(enumerate(values, start=1))
