@@ -2,12 +2,16 @@
 
 1. pre-train a small preset (default `tiny`) for --small-batches on the quickstart Wikipedia shards;
 2. tile its last checkpoint to the big preset (default `mini`) and save it as a Hugging Face folder;
-3. train the big model from the tiled weights (`model.init_from=...`) and from random init (`model.preset`)
-   with the same recipe, data order and seed for --big-batches each, and print both training-loss curves
-   side by side, then the held-out MLM cross-entropy of each at the end.
+3. train the big model from the tiled weights (`model.init_from=...`), from the tiled weights with scaled
+   inputs (`tile_model(..., scale_inputs=True)`) and from random init (`model.preset`) with the same recipe,
+   data order and seed for --big-batches each, and print the training-loss curves side by side;
+4. score every model on the same held-out masked batches (15% masked, validation split): the small model,
+   each big start before training, and each after.
 
-Every run is the quickstart recipe (yamls/quickstart/pretrain.yaml) with smaller micro-batches. Prepare the
-shards first (see the README), then:
+The big runs read the corpus in another order (data.seed) than the small pre-training, so their training
+loss is not measured on batches the small model has already learned from. Every run is the quickstart recipe
+(yamls/quickstart/pretrain.yaml) with smaller micro-batches. Prepare the shards first (see the README), then,
+from the repository root (the yaml's data paths are relative):
 
     python benchmarks/tiling_vs_random.py --small-batches 150 --big-batches 40
 """
@@ -15,14 +19,20 @@ shards first (see the README), then:
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
 import torch
 from composer.loggers import InMemoryLogger
+from composer.utils import reproducibility
+from omegaconf import DictConfig
 
+from modernenc.model import ModernEncoderForMaskedLM
+from modernenc.model.config import ModernEncoderConfig
 from modernenc.paths import REPO_ROOT
-from modernenc.train.builders import build_trainer
+from modernenc.train.builders import build_stream, build_trainer
+from modernenc.train.composer_model import MODEL_INPUTS
 from modernenc.train.config import load_config
 from modernenc.train.export import load_composer_checkpoint
 from modernenc.train.tiling import config_for_preset, layer_map, tile_model
@@ -30,17 +40,14 @@ from modernenc.train.tiling import config_for_preset, layer_map, tile_model
 YAML = REPO_ROOT / "yamls" / "quickstart" / "pretrain.yaml"
 
 
-def train(run: str, out: Path, batches: int, args: argparse.Namespace, *overrides: str) -> dict[str, dict]:
-    """Train one run; its logged training loss and final evaluation metrics, by batch."""
-    cfg = load_config(
+def run_config(run: str, out: Path, batches: int, args: argparse.Namespace, *overrides: str) -> DictConfig:
+    return load_config(
         YAML,
         [
             f"run_name={run}",
             f"save_folder={out / run}",
             f"max_duration={batches}ba",
             f"save_interval={batches}ba",
-            f"eval_interval={batches}ba",  # one held-out evaluation, at the end
-            f"eval_subset_num_batches={args.eval_batches}",
             f"data.micro_batch_size={args.micro_batch_size}",
             f"optimizer.lr={args.lr}",
             "force=true",
@@ -50,16 +57,31 @@ def train(run: str, out: Path, batches: int, args: argparse.Namespace, *override
             *overrides,
         ],
     )
+
+
+def train(cfg: DictConfig) -> dict[int, float]:
+    """Train one run; its training loss by batch number (1-based)."""
     memory = InMemoryLogger()
+    cfg.data.eval = None  # held-out scoring is done afterwards, on identical batches for every model
     trainer = build_trainer(cfg, loggers=[memory])
     start = time.perf_counter()
     trainer.fit()
     trainer.close()
-    print(f"  {run}: {batches} batches in {time.perf_counter() - start:.0f}s")
-    logs = {key: {int(ts.batch): float(v) for ts, v in values} for key, values in memory.data.items()}
-    # A batch's training loss is logged at the timestamp before it counts; key it by batch number (1-based).
-    logs["loss/train/total"] = {t + 1: v for t, v in logs["loss/train/total"].items()}
-    return logs
+    print(f"  {cfg.run_name}: {cfg.max_duration} in {time.perf_counter() - start:.0f}s")
+    # A batch's loss is logged at the timestamp before that batch counts.
+    return {int(ts.batch) + 1: float(v) for ts, v in memory.data["loss/train/total"]}
+
+
+@torch.no_grad()
+def heldout_loss(model: ModernEncoderForMaskedLM, batches: list[dict]) -> float:
+    """Mean MLM cross-entropy over every masked token of `batches`."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        n = int((batch["labels"] != -100).sum())
+        total += float(model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).loss) * n
+        count += n
+    return total / count
 
 
 def main() -> None:
@@ -72,42 +94,72 @@ def main() -> None:
     parser.add_argument("--big-batches", type=int, default=40)
     parser.add_argument("--micro-batch-size", type=int, default=4, help="sequences of 512 tokens per batch")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-batches", type=int, default=4)
+    parser.add_argument("--eval-batches", type=int, default=10, help="held-out micro-batches to score")
     parser.add_argument("--every", type=int, default=5, help="print the loss every this many batches")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "checkpoints" / "tiling-vs-random")
+    parser.add_argument(
+        "--reuse-small", action="store_true", help="skip step 1 when OUT/small already holds its checkpoint"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"1. pre-training {args.small_preset} for {args.small_batches} batches")
-    small_logs = train("small", args.out, args.small_batches, args, f"model.preset={args.small_preset}")
-    small_loss = small_logs["loss/train/total"]
+    small_cfg = run_config(
+        "small", args.out, args.small_batches, args, f"model.preset={args.small_preset}", "data.seed=17"
+    )
+    small_ckpt = args.out / "small" / "latest-rank0.pt"
+    if args.reuse_small and small_ckpt.is_file():
+        print(f"1. reusing {small_ckpt}")
+    else:
+        print(f"1. pre-training {args.small_preset} for {args.small_batches} batches")
+        train(small_cfg)
 
-    small = load_composer_checkpoint(args.out / "small" / "latest-rank0.pt")
+    small = load_composer_checkpoint(small_ckpt)
     big_config = config_for_preset(small.config, args.big_preset)
-    tiled_dir = args.out / "tiled-hf"
-    tile_model(small, big_config).save_pretrained(tiled_dir, overwrite=True)
+    starts = {
+        "tiled": tile_model(small, big_config),
+        "scaled": tile_model(small, big_config, scale_inputs=True),
+    }
+    for name, model in starts.items():
+        model.save_pretrained(args.out / f"{name}-hf", overwrite=True)
     mapping = layer_map(small.config, big_config)
-    print(f"2. tiled {args.small_preset} -> {args.big_preset} into {tiled_dir}; big layer i <- {mapping}")
+    print(
+        f"2. tiled {args.small_preset} -> {args.big_preset} (plain, scaled inputs); big layer i <- {mapping}"
+    )
 
     print(f"3. training {args.big_preset} for {args.big_batches} batches from each start")
-    tiled = train("tiled", args.out, args.big_batches, args, f"model.init_from={tiled_dir}")
-    random = train("random", args.out, args.big_batches, args, f"model.preset={args.big_preset}")
+    other_order = "data.seed=18"  # not step 1's order
+    inits = {name: f"model.init_from={args.out / f'{name}-hf'}" for name in starts}
+    inits["random"] = f"model.preset={args.big_preset}"
+    cfgs = {
+        name: run_config(name, args.out, args.big_batches, args, init, other_order)
+        for name, init in inits.items()
+    }
+    losses = {name: train(cfg) for name, cfg in cfgs.items()}
 
-    t_loss, r_loss = tiled["loss/train/total"], random["loss/train/total"]
-    last = small_loss[max(small_loss)]
-    print(f"\n{args.small_preset} after {args.small_batches} batches: training loss {last:.3f}")
-    print(f"{args.big_preset}: training MLM loss (30% masked), batch: tiled / random")
-    steps = sorted(set(t_loss) & set(r_loss))
+    print(f"4. scoring on {args.eval_batches} held-out micro-batches")
+    batches = list(itertools.islice(iter(build_stream(small_cfg, "eval")), args.eval_batches))
+    reproducibility.seed_all(cfgs["random"].seed)  # a random start like the one train.py built
+    starts["random"] = ModernEncoderForMaskedLM(
+        ModernEncoderConfig.from_preset(args.big_preset, sparse_prediction=True)
+    )
+    before = {name: heldout_loss(model, batches) for name, model in starts.items()}
+    after = {
+        name: heldout_loss(load_composer_checkpoint(args.out / name / "latest-rank0.pt"), batches)
+        for name in cfgs
+    }
+
+    names = list(cfgs)  # tiled, scaled, random
+    print(f"\n{args.big_preset}: training MLM loss (30% masked) by batch: {' / '.join(names)}")
+    steps = sorted(set.intersection(*(set(v) for v in losses.values())))
     for step in steps:
         if step == 1 or step % args.every == 0 or step == steps[-1]:
-            print(f"  {step:4d}: {t_loss[step]:.3f} / {r_loss[step]:.3f}")
-    key = "metrics/eval/LanguageCrossEntropy"
-    if key in tiled and key in random:
-        print(
-            f"held-out MLM cross-entropy (15% masked) after {args.big_batches} batches: "
-            f"tiled {tiled[key][args.big_batches]:.3f} / random {random[key][args.big_batches]:.3f}"
-        )
+            print(f"  {step:4d}: " + " / ".join(f"{losses[n][step]:.3f}" for n in names))
+    masked = sum(int((b["labels"] != -100).sum()) for b in batches)
+    print(f"held-out MLM cross-entropy ({masked} masked tokens), before / after {args.big_batches} batches:")
+    print(f"  {args.small_preset} (the source): {heldout_loss(small, batches):.3f}")
+    for name in names:
+        print(f"  {args.big_preset} {name:7s}: {before[name]:.3f} / {after[name]:.3f}")
 
 
 if __name__ == "__main__":

@@ -64,11 +64,12 @@ def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
         ("max_duration=-5ba", r"max_duration='-5ba' must be positive"),
         ("max_duration=soon", r"not a duration"),
         ("model.task=translation", r"model\.task='translation'"),
+        ("scheduler.t_warmup=0.1dur max_duration=2ep", r"streamed MLM data has no length"),
     ],
 )
 def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(write_yaml(tmp_path, wiki_shards), [override])
+        load_config(write_yaml(tmp_path, wiki_shards), override.split())
 
 
 def test_missing_data_fails_before_the_model_is_built(tmp_path, wiki_shards):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from modernenc.model import (
     ModernEncoderForMaskedLM,
     ModernEncoderForSequenceClassification,
 )
-from modernenc.train.tiling import config_for_preset, layer_map, tile_model, tile_tensor
+from modernenc.train.tiling import config_for_preset, layer_map, repeat_counts, tile_model, tile_tensor
 
 SPECIAL = dict(pad_token_id=0, cls_token_id=1, sep_token_id=2, mask_token_id=4)
 
@@ -225,6 +226,42 @@ def test_tiling_to_the_own_config_gives_identical_logits():
     ids, mask = padded_batch([12, 7, 20])
     with torch.no_grad():
         assert torch.equal(small(ids, mask).logits, same(ids, mask).logits)
+
+
+def test_repeat_counts_by_hand():
+    assert repeat_counts(3, 5).tolist() == [2, 2, 1, 2, 2]  # [c, a, b, c, a]: c and a twice, b once
+    assert repeat_counts(3, 3).tolist() == [1, 1, 1]
+
+
+def wider(config: ModernEncoderConfig) -> ModernEncoderConfig:
+    """Twice the width (and heads), the same depth."""
+    return dataclasses.replace(
+        config,
+        hidden_size=2 * config.hidden_size,
+        intermediate_size=2 * config.intermediate_size,
+        num_attention_heads=2 * config.num_attention_heads,
+    )
+
+
+def test_scaled_inputs_keep_a_wider_model_s_logits():
+    small = trained_like(ModernEncoderForMaskedLM(small_config())).eval()
+    ids, mask = padded_batch([12, 7, 20])
+    with torch.no_grad():
+        expected = small(ids, mask).logits
+        scaled = tile_model(small, wider(small.config), scale_inputs=True).eval()(ids, mask).logits
+        plain = tile_model(small, wider(small.config)).eval()(ids, mask).logits
+    real = mask.bool()
+    assert torch.allclose(scaled[real], expected[real], atol=1e-4)
+    assert not torch.allclose(plain[real], expected[real], atol=1e-1)  # plain tiling changes the function
+
+
+def test_scaled_inputs_keep_a_wider_classifier_s_logits():
+    small = trained_like(ModernEncoderForSequenceClassification(small_config(num_labels=3))).eval()
+    ids, mask = padded_batch([12, 7, 20])
+    with torch.no_grad():
+        expected = small(ids, mask).logits
+        got = tile_model(small, wider(small.config), scale_inputs=True).eval()(ids, mask).logits
+    assert torch.allclose(got, expected, atol=1e-4)
 
 
 def test_classifier_is_tiled_too():

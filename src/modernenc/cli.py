@@ -148,6 +148,12 @@ def _tile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokenizer", type=Path, default=None, help="tokenizer folder to copy (default: SOURCE's, if any)"
     )
+    parser.add_argument(
+        "--scale-inputs",
+        action="store_true",
+        help="divide each weight's repeated input columns by their repeat count, so the wider model starts "
+        "out computing (nearly) what the small one did; plain tiling, the default, does not",
+    )
     parser.add_argument("--force", action="store_true", help="replace an earlier model in OUT")
     parser.epilog = (
         "Example: modernenc tile checkpoints/quickstart-pretrain/hf checkpoints/tiled-small --preset small; "
@@ -159,7 +165,9 @@ def _tile_args(parser: argparse.ArgumentParser) -> None:
 def _tile(args: argparse.Namespace) -> None:
     from modernenc.train.tiling import layer_map, tile_checkpoint
 
-    small, big = tile_checkpoint(args.source, args.out, args.preset, args.tokenizer, overwrite=args.force)
+    small, big = tile_checkpoint(
+        args.source, args.out, args.preset, args.tokenizer, args.force, scale_inputs=args.scale_inputs
+    )
     s, b = small.config, big.config
     print(
         f"tiled {args.source} ({s.hidden_size} hidden, {s.num_hidden_layers} layers) to {args.out} "

@@ -11,9 +11,9 @@ rank's packer state (gathered across ranks). On resume all ranks tell StreamingD
 of samples the *slowest* rank had consumed (StreamingDataset needs one common offset), and each rank then
 reads and discards only its own small surplus.
 
-Limitation: this stream covers one epoch per iteration. With several ranks, the ranks reach the end of the
-epoch a few micro-batches apart, so train for a token budget below one epoch (as ModernBERT does) or stop
-all ranks once any rank's stream ends.
+Each iteration is one epoch; iterating again starts the next epoch (StreamingDataset's order for it).
+With several ranks, the ranks reach the end of the epoch a few micro-batches apart: composer ends the
+epoch on every rank as soon as one rank's stream ends, and the others' last micro-batches are dropped.
 """
 
 from __future__ import annotations
@@ -105,6 +105,10 @@ class TokenStreamingDataset(StreamingDataset):
         self._background_error = None
         try:
             yield from super().__iter__()
+        except GeneratorExit:
+            # The consumer stopped early (an evaluation subset, or an epoch composer ended because another
+            # rank ran out). Not a failure: the next __iter__ stops this pass's threads itself.
+            raise
         except BaseException:
             # Stop the prefetch threads too, or one keeps waiting for the failed shard and blocks exit.
             if hasattr(self, "_event"):
@@ -249,15 +253,25 @@ class PackedStreamingDataset:
             base = transform
             transform = lambda ids, index: base(ids, index * world + rank)  # noqa: E731
         self.packer = SequencePacker(self.source, capacity, buffer_size, pad_token_id, transform)
+        self._iterated = False  # the next __iter__ continues the current position (fresh or loaded)
 
     @property
     def efficiency(self) -> float:
         return self.packer.efficiency
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.source.epoch is None:
+        if self._iterated:
+            # Iterated before, so this is the next pass: composer starts a new epoch once any rank's stream
+            # ran out (the others drop their last few micro-batches). Continuing the old position instead
+            # would give empty epochs, which composer repeats forever when max_duration is not reached.
+            # Every rank calls this, so they stay in step. (An evaluation stream restarts from the top.)
+            self.packer._reset()
+            self.source.epoch = int(self.source.epoch) + 1
+            self.source.common_skip = 0
+        elif self.source.epoch is None:
             # Pin the epoch at the start so a checkpoint can name it; StreamingDataset counts epochs itself.
             self.source.epoch = int(self.dataset.next_epoch)
+        self._iterated = True
         return iter(self.packer)
 
     def state_dict(self) -> dict[str, Any]:
@@ -282,6 +296,7 @@ class PackedStreamingDataset:
         self.packer.load_state_dict(mine)
         self.source.epoch = mine["epoch"]
         self.source.common_skip = min(int(s["samples_consumed"]) for s in state["ranks"])
+        self._iterated = False
 
 
 def build_packed_mlm_stream(

@@ -197,6 +197,13 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
             raise ConfigError(
                 f"{path}: {key}={value!r} must be {'positive' if key == 'max_duration' else '>= 0'}"
             )
+    if cfg.model.task == "mlm" and str(cfg.max_duration).endswith("ep"):
+        uses_dur = [k for k in ("t_warmup", "t_decay") if str(cfg.scheduler[k] or "").endswith("dur")]
+        if uses_dur:  # composer converts 'dur' with the dataloader's length, which a stream does not have
+            raise ConfigError(
+                f"{path}: max_duration={cfg.max_duration} with scheduler.{uses_dur[0]} in 'dur': streamed "
+                "MLM data has no length, so give max_duration in 'ba' or 'tok'"
+            )
     if cfg.precision not in ("fp32", "amp_bf16"):
         raise ConfigError(f"{path}: precision={cfg.precision!r}; choose 'fp32' or 'amp_bf16'")
     if cfg.grad_clip_norm is not None and cfg.grad_clip_norm < 0:

@@ -69,6 +69,30 @@ def _tile_fused(weight: torch.Tensor, shape: tuple[int, int], parts: int, tile) 
     return torch.cat([tile(p, part_shape) for p in weight.chunk(parts, dim=0)], dim=0)
 
 
+def repeat_counts(n: int, m: int) -> torch.Tensor:
+    """For each of the m positions of a dimension tiled from n, how many positions share its source."""
+    index = (torch.arange(m) - (m - n) // 2) % n
+    return torch.bincount(index, minlength=n)[index]
+
+
+def _input_counts(
+    key: str, small: ModernEncoderConfig, big: ModernEncoderConfig, tied_decoder: bool
+) -> torch.Tensor | None:
+    """Repeat counts along the input dimension (dim 1, or dim 0 of a vector) of the tensor `key`, or None
+    when its input does not come from a tiled dimension."""
+    hidden = repeat_counts(small.hidden_size, big.hidden_size)
+    if key.endswith(("attn.Wqkv.weight", "mlp.Wi.weight", "head.dense.weight", "classifier.weight")):
+        return hidden
+    if key.endswith("attn.Wo.weight"):  # heads were tiled whole
+        heads = repeat_counts(small.num_attention_heads, big.num_attention_heads)
+        return heads.repeat_interleave(big.head_dim)
+    if key.endswith("mlp.Wo.weight"):
+        return repeat_counts(small.intermediate_size, big.intermediate_size)
+    if key == "head.norm.weight" and tied_decoder:  # the decoder shares the embeddings: scale its input
+        return hidden
+    return None
+
+
 def _spread(sources: list[int], slots: int) -> list[int]:
     """`slots` picks from `sources`, in order, each used, repeats spread symmetrically over the slots."""
     return [sources[int((k + 0.5) * len(sources) / slots)] for k in range(slots)]
@@ -121,13 +145,19 @@ def _check_configs(small: ModernEncoderConfig, big: ModernEncoderConfig) -> None
 
 
 def tile_model(
-    small: ModernEncoderPreTrainedModel, big_config: ModernEncoderConfig
+    small: ModernEncoderPreTrainedModel, big_config: ModernEncoderConfig, scale_inputs: bool = False
 ) -> ModernEncoderPreTrainedModel:
     """A `type(small)` model of `big_config` whose every weight is tiled from `small`'s.
 
     Big layers that copy small layer 0 but are not layer 0 themselves need an attention pre-norm, which
     layer 0 lacks (the embedding norm stands in front of it): they take the embedding norm's weight, the
     scale layer 0's attention was trained on.
+
+    Plain tiling makes every projection sum over the repeated inputs, so outputs grow by the width ratio
+    and the big model no longer computes what the small one did. `scale_inputs=True` divides each input
+    column by the number of times its source was repeated (Net2Net's rule): a model grown in width only then
+    gives the small model's MLM logits exactly (and its hidden states, tiled) when the widths are multiples,
+    and nearly so otherwise (the LayerNorm statistics shift a little); copied layers still change it.
     """
     _check_configs(small.config, big_config)
     mapping = layer_map(small.config, big_config)
@@ -154,6 +184,11 @@ def tile_model(
             value = _tile_fused(weight, shape, 2, tile_tensor)
         else:
             value = tile_tensor(weight, shape)
+        counts = (
+            _input_counts(key, small.config, big_config, hasattr(big, "decoder")) if scale_inputs else None
+        )
+        if counts is not None:
+            value = value / counts.to(value)  # broadcasts along the last (input) dimension
         tiled[key] = value.to(target.dtype)
     missing, _ = big.load_state_dict(tiled, strict=False)
     if set(missing) - set(TIED_KEYS):  # only the tied decoder weight may be absent
@@ -186,6 +221,7 @@ def tile_checkpoint(
     preset: str,
     tokenizer_path: str | Path | None = None,
     overwrite: bool = False,
+    scale_inputs: bool = False,
 ) -> tuple[ModernEncoderPreTrainedModel, ModernEncoderPreTrainedModel]:
     """Tile `source` to `preset`'s sizes and save it as a Hugging Face folder; returns (small, big).
 
@@ -199,7 +235,7 @@ def tile_checkpoint(
     if preset not in PRESETS:  # before the (slow) load
         raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
     small, folder = load_source(source)
-    big = tile_model(small, config_for_preset(small.config, preset))
+    big = tile_model(small, config_for_preset(small.config, preset), scale_inputs=scale_inputs)
     if tokenizer_path is None and folder is not None and any((folder / f).is_file() for f in TOKENIZER_FILES):
         tokenizer_path = folder
     big.save_pretrained(out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
