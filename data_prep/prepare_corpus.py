@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json, or the file itself")
     p.add_argument("--output", required=True, help="output folder (gets train/ and validation/)")
     p.add_argument("--max-length", type=int, default=1024, help="tokens per chunk incl. [CLS]/[SEP]")
-    p.add_argument("--validation-fraction", type=float, default=0.0, help="hash-based hold-out fraction")
+    p.add_argument(
+        "--validation-fraction", type=float, default=0.01, help="hash-based hold-out fraction (default: 0.01)"
+    )
     p.add_argument("--split-seed", type=int, default=0, help="salt of the hold-out hash")
     p.add_argument(
         "--decontaminate",

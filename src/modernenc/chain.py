@@ -38,6 +38,10 @@ PUBLISHED = [  # ADE test split, A10G GPU; see docs/results.md for sources
 ]
 
 
+class ChainError(RuntimeError):
+    """A stage failed; the message names it."""
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -61,7 +65,10 @@ def _train(yaml: str, run_name: str, *overrides: str) -> list[str]:
 
 
 def stages(out: Path) -> list[Stage]:
-    prepare = ["data_prep/prepare_corpus.py", "--tokenizer", TOKENIZER, "--max-length", "512"]
+    prepare = [
+        "data_prep/prepare_corpus.py", "--tokenizer", TOKENIZER, "--max-length", "512",
+        "--validation-fraction", "0.01",
+    ]
     result = [
         Stage(
             "prepare-wikipedia",
@@ -139,7 +146,13 @@ def run_chain(out: str | Path = "checkpoints/quickstart-results.md", only: list[
             continue
         print(header, flush=True)
         start = time.perf_counter()
-        _run_stage(stage)
+        try:
+            _run_stage(stage)
+        except subprocess.CalledProcessError as err:
+            raise ChainError(
+                f"stage {stage.name} failed (exit code {err.returncode}); its error is above. Re-running "
+                "reuses the stages that finished."
+            ) from None
         run_dir = _stage_run_dir(stage)
         if run_dir is not None:
             (REPO_ROOT / run_dir / "DONE").write_text(f"{time.perf_counter() - start:.0f} s\n")

@@ -248,9 +248,12 @@ def _quickstart_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> None:
-    from modernenc.chain import run_chain
+    from modernenc.chain import ChainError, run_chain
 
-    run_chain(args.out, only=args.only)
+    try:
+        run_chain(args.out, only=args.only)
+    except ChainError as err:
+        sys.exit(f"modernenc quickstart: error: {err}")
 
 
 COMMANDS: dict[str, Command] = {

@@ -137,7 +137,8 @@ def build_band_mask(
     Key j of block i is packed token `i * BAND_BLOCK - window + j`; it is visible (0, else -inf) when it
     belongs to the query's sequence and lies within `window` of it. Slots beyond the packed tokens belong
     to no sequence (-1) and so are never visible to a real query; padded queries see each other, which
-    keeps their softmax finite (their outputs are dropped).
+    keeps their softmax finite (their outputs are dropped). Additive rather than boolean because the CPU
+    kernel converts a boolean mask on every call; this one is built once per forward and shared.
     """
     b = BAND_BLOCK
     num_blocks = -(-num_tokens // b)
