@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modernenc.cli import main
 from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
+from modernenc.tasks.classification_data import tokenize_texts
 from modernenc.tasks.predict import (
     DecisionRule,
     default_review_band,
@@ -21,7 +22,6 @@ from modernenc.tasks.predict import (
     read_inputs,
     read_thresholds,
     resolve_decision,
-    tokenize,
     write_thresholds,
 )
 
@@ -159,7 +159,7 @@ def test_txt_and_csv_inputs_give_the_same_probabilities(model_dir, tmp_path):
 
 def test_batch_size_and_bf16_do_not_change_results_much(model_dir):
     model, tokenizer = load_classifier(model_dir)
-    ids, truncated = tokenize(
+    ids, truncated = tokenize_texts(
         tokenizer, TEXTS, MAX_LENGTH, model.config.cls_token_id, model.config.sep_token_id
     )
     assert truncated == 1 and max(map(len, ids)) == MAX_LENGTH and ids[2] == [50281, 50282]

@@ -16,20 +16,27 @@ from modernenc.train.averaging import average_checkpoints, list_checkpoints, sel
 from modernenc.train.builders import build_trainer
 from modernenc.train.config import load_config
 
-TRAIN_LOSS = {}  # batch (1-based) -> training loss, as logged while training
+EVAL_LOSS = {}  # batch -> held-out MLM cross-entropy, as composer logged it while training
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory, wiki_shards) -> Path:  # noqa: F811
-    """Three batches of `tiny`, a checkpoint after each."""
+    """Three batches of `tiny`, an evaluation and a checkpoint after each."""
     folder = tmp_path_factory.mktemp("avg")
-    overrides = ["max_duration=3ba", "save_interval=1ba", "save_num_checkpoints_to_keep=-1"]
+    eval_shards = shutil.copytree(wiki_shards, folder / "eval")
+    overrides = [
+        "max_duration=3ba",
+        "save_interval=1ba",
+        "save_num_checkpoints_to_keep=-1",
+        f"data.eval={eval_shards}",
+        "eval_interval=1ba",
+        "eval_subset_num_batches=1",
+    ]
     memory = InMemoryLogger()
     trainer = build_trainer(load_config(write_yaml(folder, wiki_shards), overrides), loggers=[memory])
     trainer.fit()
     trainer.close()
-    # A batch's loss is logged at the timestamp before that batch counts.
-    TRAIN_LOSS.update({int(ts.batch) + 1: float(v) for ts, v in memory.data["loss/train/total"]})
+    EVAL_LOSS.update({int(ts.batch): float(v) for ts, v in memory.data["metrics/eval/LanguageCrossEntropy"]})
     return folder / "run"
 
 
@@ -80,29 +87,28 @@ def test_integer_tensors_are_taken_from_the_newest_not_averaged(run_folder, tmp_
     assert got["model.counter"].tolist() == [7] and got["model.counter"].dtype == torch.int64
 
 
-def test_best_by_logged_metric_picks_the_lowest_values(run_folder, tmp_path, capsys):
-    # The training loss stands in for an evaluation metric: both are in the TrainingCurves history, and a
-    # second evaluation on MDS data currently fails (see TokenStreamingDataset.__iter__).
-    assert sorted(TRAIN_LOSS) == [1, 2, 3]
-    best_two = sorted(sorted(TRAIN_LOSS, key=TRAIN_LOSS.get)[:2])
-    chosen = select_best(list_checkpoints(run_folder), 2, "loss", minimize=True)
-    assert [c.batch for c in chosen] == best_two
-    worst_two = sorted(sorted(TRAIN_LOSS, key=TRAIN_LOSS.get)[1:])
-    assert [
-        c.batch for c in select_best(list_checkpoints(run_folder), 2, "loss", minimize=False)
-    ] == worst_two
+def test_best_by_the_default_metric_picks_the_lowest_eval_loss(run_folder, tmp_path, capsys):
+    assert sorted(EVAL_LOSS) == [1, 2, 3]  # evaluated at every checkpoint's step
+    ranked = sorted(EVAL_LOSS, key=EVAL_LOSS.get)
+    found = list_checkpoints(run_folder)
+    assert [c.batch for c in select_best(found, 2, "eval/LanguageCrossEntropy", minimize=True)] == sorted(
+        ranked[:2]
+    )
+    assert [c.batch for c in select_best(found, 2, "LanguageCrossEntropy", minimize=False)] == sorted(
+        ranked[1:]
+    )
     out = tmp_path / "best.pt"
-    main(["average-checkpoints", str(run_folder), str(out), "--best", "2", "--metric", "loss"])
-    assert "ranked by loss (lower is better)" in capsys.readouterr().out
+    main(["average-checkpoints", str(run_folder), str(out), "--best", "2"])
+    assert "ranked by eval/LanguageCrossEntropy (lower is better)" in capsys.readouterr().out
     expected = average_checkpoints(
-        [run_folder / f"ep0-ba{b}-rank0.pt" for b in best_two], tmp_path / "ref.pt"
+        [run_folder / f"ep0-ba{b}-rank0.pt" for b in sorted(ranked[:2])], tmp_path / "r.pt"
     )
     key = "model.model.layers.1.mlp.Wi.weight"
     assert torch.equal(model_state(out)[key], model_state(expected)[key])
 
 
 def test_an_unlogged_metric_is_named_with_the_logged_ones(run_folder):
-    with pytest.raises(ValueError, match=r"no logged metric 'F1'; logged: loss, lr"):
+    with pytest.raises(ValueError, match=r"no logged metric 'F1'; logged: eval/LanguageCrossEntropy, .*loss"):
         select_best(list_checkpoints(run_folder), 2, "F1", minimize=False)
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
+from modernenc.data.masking import load_tokenizer
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.tasks.classification_data import (
     TokenizedTexts,
@@ -65,8 +67,11 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
         if token_level:
             splits[split] = tokenize_words(texts, labels, names, data.tokenizer, data.max_seq_len)
         else:
-            ids, truncated = tokenize_texts(texts, data.tokenizer, data.max_seq_len)
-            splits[split] = TokenizedTexts(ids, encode_labels(labels, names, origin), truncated)
+            tokenizer = load_tokenizer(data.tokenizer)
+            specials = [tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]")]
+            ids, truncated = tokenize_texts(tokenizer, texts, data.max_seq_len, *specials)
+            arrays = [np.asarray(x, dtype=np.int64) for x in ids]
+            splits[split] = TokenizedTexts(arrays, encode_labels(labels, names, origin), truncated)
         truncated = splits[split].num_truncated
         if truncated:
             print(f"note: {truncated} {split} texts were longer than {data.max_seq_len} tokens and truncated")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
 from modernenc.data.masking import load_tokenizer
@@ -123,16 +124,24 @@ class TokenizedTexts(Dataset):
         return self.input_ids[i], label if isinstance(label, np.ndarray) else int(label)
 
 
-def tokenize_texts(texts: Sequence[str], tokenizer_path: str | Path, max_length: int) -> tuple[list, int]:
-    """Token ids per text; texts longer than `max_length` keep their start and end with SEP."""
-    tokenizer = load_tokenizer(tokenizer_path)
-    encoded = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch(list(texts))]
-    truncated = 0
-    for i, ids in enumerate(encoded):
-        if len(ids) > max_length:
-            encoded[i] = np.concatenate([ids[: max_length - 1], ids[-1:]])  # keep the final SEP
-            truncated += 1
-    return encoded, truncated
+def tokenize_texts(
+    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, cls_id: int, sep_id: int
+) -> tuple[list[list[int]], int]:
+    """Ids ``[CLS] ... [SEP]`` per text, cut to ``max_length`` (keeping [SEP]), and how many were cut."""
+    if max_length < 2:
+        raise ValueError(f"max_length must leave room for [CLS] and [SEP]; got {max_length}")
+    tokenizer.no_padding()  # a tokenizer.json may carry padding/truncation settings; packing needs neither
+    tokenizer.no_truncation()
+    # ModernBERT's post-processor adds [CLS]/[SEP] itself; a tokenizer without one gets them here.
+    adds_specials = tokenizer.encode("").ids == [cls_id, sep_id]
+    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=adds_specials)
+    ids, truncated = [], 0
+    for enc in encoded:
+        body = enc.ids[1:-1] if adds_specials else enc.ids
+        if len(body) > max_length - 2:
+            body, truncated = body[: max_length - 2], truncated + 1
+        ids.append([cls_id, *body, sep_id])
+    return ids, truncated
 
 
 def tokenize_words(

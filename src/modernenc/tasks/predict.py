@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from modernenc.tasks.classification_data import collate_packed, tokenize_texts
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -342,37 +343,6 @@ def load_classifier(
     return model.to(device).eval(), load_tokenizer(tokenizer_file)
 
 
-def tokenize(
-    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, cls_id: int, sep_id: int
-) -> tuple[list[list[int]], int]:
-    """Ids ``[CLS] ... [SEP]`` per text, cut to ``max_length`` (keeping [SEP]), and how many were cut."""
-    if max_length < 2:
-        raise ValueError(f"max_length must leave room for [CLS] and [SEP]; got {max_length}")
-    tokenizer.no_padding()  # a tokenizer.json may carry padding/truncation settings; packing needs neither
-    tokenizer.no_truncation()
-    # ModernBERT's post-processor adds [CLS]/[SEP] itself; a tokenizer without one gets them here.
-    adds_specials = tokenizer.encode("").ids == [cls_id, sep_id]
-    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=adds_specials)
-    ids, truncated = [], 0
-    for enc in encoded:
-        body = enc.ids[1:-1] if adds_specials else enc.ids
-        if len(body) > max_length - 2:
-            body, truncated = body[: max_length - 2], truncated + 1
-        ids.append([cls_id, *body, sep_id])
-    return ids, truncated
-
-
-def _packed_batch(seqs: Sequence[Sequence[int]], device: torch.device) -> dict[str, torch.Tensor | int]:
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int32)
-    cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-    return {
-        "input_ids": torch.tensor([t for s in seqs for t in s], dtype=torch.long).to(device),
-        "cu_seqlens": cu_seqlens.to(device),
-        "max_seqlen": int(lengths.max()),
-        "position_ids": torch.cat([torch.arange(n) for n in lengths.tolist()]).to(device),
-    }
-
-
 def predict_probabilities(
     model: torch.nn.Module,
     token_ids: Sequence[Sequence[int]],
@@ -404,7 +374,9 @@ def predict_probabilities(
     with torch.inference_mode(), autocast, bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            logits = model(**_packed_batch([token_ids[i] for i in chunk], device)).logits
+            batch = collate_packed([(np.asarray(token_ids[i]), 0) for i in chunk])
+            inputs = {k: batch[k].to(device) for k in ("input_ids", "cu_seqlens", "position_ids")}
+            logits = model(**inputs, max_seqlen=batch["max_seqlen"]).logits
             probs[chunk] = logits.float().softmax(-1)[:, positive_label].cpu().numpy()
             bar.update(len(chunk))
     return probs
@@ -481,7 +453,7 @@ def predict_file(
     start = time.perf_counter()  # throughput counts tokenizing and inference, not loading the model
     column = "text" if Path(input_path).suffix.lower() == ".txt" else text_column
     max_length = config.max_position_embeddings
-    ids, truncated = tokenize(
+    ids, truncated = tokenize_texts(
         tokenizer, [r[column] for r in rows], max_length, config.cls_token_id, config.sep_token_id
     )
     if truncated:
