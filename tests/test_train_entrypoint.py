@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,16 @@ def test_train_py_reports_config_errors_in_one_line(tmp_path, wiki_shards):
     )
     assert proc.returncode != 0
     assert "train.py: error:" in proc.stderr and "did you mean 'optimizer'?" in proc.stderr
+
+
+def test_wandb_without_a_key_runs_offline(tmp_path, wiki_shards, monkeypatch):
+    from composer.loggers import WandBLogger
+
+    from modernenc.train.builders import build_loggers
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), ["logging.wandb=true"])
+    (logger,) = build_loggers(cfg)
+    assert isinstance(logger, WandBLogger)
+    assert os.environ["WANDB_MODE"] == "offline"  # never waits on the network without a key
