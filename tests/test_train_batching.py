@@ -118,7 +118,7 @@ def test_plot_schedule_explains_epoch_durations(tmp_path):
     yaml = tmp_path / "wsd.yaml"
     yaml.write_text(WSD_YAML)
     with pytest.raises(ValueError, match="no length before packing"):
-        simulate_schedule(load_config(yaml, ["max_duration=1ep"]))
+        simulate_schedule(load_config(yaml, ["max_duration=1ep", "scheduler.t_decay=2ba"]))
 
 
 RECIPES = sorted(Path(REPO, "yamls").rglob("*.yaml"))
