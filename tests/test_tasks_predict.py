@@ -216,10 +216,10 @@ def test_input_errors_name_the_problem(tmp_path):
         read_inputs(tmp_path / "in.csv", "body")
     for name in ("empty.txt", "empty.jsonl", "empty.csv"):
         (tmp_path / name).write_text("\n")
-        with pytest.raises(ValueError, match="holds no texts"):
+        with pytest.raises(ValueError, match="holds no rows"):
             read_inputs(tmp_path / name)
-    with pytest.raises(ValueError, match=r"supported inputs are \.txt, \.jsonl, \.csv"):
-        read_inputs(tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=r"supported inputs are \.txt, \.jsonl, \.json, \.csv, \.parquet"):
+        read_inputs(tmp_path / "in.xlsx")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_inputs(tmp_path / "missing.txt")
 

@@ -113,7 +113,7 @@ def test_finetune_from_an_mlm_checkpoint_keeps_its_encoder(tmp_path, ade_dir):
 
 def test_missing_column_lists_the_columns_the_file_has(tmp_path, ade_dir):
     cfg = load_config(write_yaml(tmp_path, ade_dir), ["data.text_column=sentence"])
-    with pytest.raises(ValueError, match=r"no column 'sentence'; its columns are: text, label"):
+    with pytest.raises(ValueError, match=r"no column 'sentence'; its columns are: 'text', 'label'"):
         build_task(cfg)
 
 

@@ -58,7 +58,7 @@ def _export(args: argparse.Namespace) -> None:
 
 def _predict_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, help="fine-tuned Hugging Face folder (with tokenizer.json)")
-    parser.add_argument("input", type=Path, help="texts: .txt (one per line), .jsonl or .csv")
+    parser.add_argument("input", type=Path, help="texts: .txt (one per line), .jsonl, .csv or .parquet")
     parser.add_argument("--out", type=Path, required=True, help="predictions file: .jsonl or .csv")
     parser.add_argument(
         "--text-column",
@@ -274,7 +274,7 @@ COMMANDS: dict[str, Command] = {
         _plot_schedule,
     ),
     "predict": Command(
-        "classify texts (.txt/.jsonl/.csv) with a fine-tuned model: probability, label, needs_review",
+        "classify texts (.txt .jsonl .csv .parquet) with a fine-tuned model: probability, label, review flag",
         _predict_args,
         _predict,
     ),

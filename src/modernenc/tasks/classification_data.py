@@ -7,7 +7,6 @@ so the encoder spends nothing on padding.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,26 +19,9 @@ from torch.utils.data import Dataset
 
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.packing import pack_sequences
+from modernenc.tasks.tables import DataColumnError, missing_column, read_rows
 
-FILE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
-
-
-class DataColumnError(ValueError):
-    """A column or label the data does not have; the message lists what it does have."""
-
-
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    if path.suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.suffix == ".csv":
-        import csv
-
-        with path.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
+COLUMN_HINT = " (choose others with data.text_column / data.label_column)"
 
 
 def read_labelled_texts(
@@ -60,22 +42,11 @@ def read_labelled_texts(
 
         with offline_unless_reachable(dataset):
             rows = datasets.load_dataset(dataset, dataset_config, split=source)
-        columns = list(rows.column_names)
-        origin = f"{dataset}[{source}]"
+        for column in (text_column, label_column):
+            if column not in rows.column_names:
+                raise missing_column(f"{dataset}[{source}]", column, rows.column_names, COLUMN_HINT)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        if path.suffix not in FILE_FORMATS:
-            raise ValueError(f"{path}: unsupported format; use one of {', '.join(FILE_FORMATS)}")
-        rows = _read_table(path)
-        if not rows:
-            raise ValueError(f"{path} holds no rows")
-        columns = list(rows[0])
-        origin = str(path)
-    for column in (text_column, label_column):
-        if column not in columns:
-            raise DataColumnError(f"{origin} has no column '{column}'; its columns are: {', '.join(columns)}")
+        rows = read_rows(source, (text_column, label_column), COLUMN_HINT)
     texts = [row[text_column] for row in rows]
     labels = [row[label_column] for row in rows]
     if isinstance(texts[0], list):

@@ -31,7 +31,6 @@ import csv
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from modernenc.tasks.classification_data import collate_packed, tokenize_texts
+from modernenc.precision import warn_if_bf16_is_slow
+from modernenc.tasks.classification_data import collate_packed, length_sorted_batches, tokenize_texts
+from modernenc.tasks.tables import TABLE_FORMATS, read_rows
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 THRESHOLDS_FILE = "thresholds.json"
 THRESHOLDS_VERSION = 1
-INPUT_FORMATS = (".txt", ".jsonl", ".csv")
+INPUT_FORMATS = (".txt", *TABLE_FORMATS)
 OUTPUT_FORMATS = (".jsonl", ".csv")
 OUTPUT_COLUMNS = ("probability", "label", "needs_review")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -216,67 +217,26 @@ def resolve_decision(
 # inputs and outputs
 
 
-def _input_error(where: str, column: str, columns: Sequence[str]) -> ValueError:
-    have = ", ".join(repr(c) for c in columns) or "none"
-    return ValueError(
-        f"{where} has no column {column!r}; its columns are: {have} (choose one with --text-column)"
-    )
-
-
 def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
-    """Rows of a .txt (one text per non-blank line), .jsonl or .csv file; each holds its text under
+    """Rows of a .txt (one text per non-blank line), JSONL, CSV or parquet file; each holds its text under
     ``text_column`` (``"text"`` and a 1-based ``"line"`` for .txt). Other columns are kept for the output."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in INPUT_FORMATS:
+    if path.suffix.lower() not in INPUT_FORMATS:
         raise ValueError(f"cannot read {path}: supported inputs are {', '.join(INPUT_FORMATS)}")
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
-    if suffix == ".txt":
+    if path.suffix.lower() == ".txt":
         lines = path.read_text(encoding="utf-8").splitlines()
-        rows = [{"line": i, "text": s} for i, s in enumerate(lines, 1) if s.strip()]
-        column = "text"
-    elif suffix == ".jsonl":
-        rows, column = _read_jsonl(path, text_column), text_column
+        rows, text_column = [{"line": i, "text": s} for i, s in enumerate(lines, 1) if s.strip()], "text"
+        if not rows:
+            raise ValueError(f"{path} holds no rows (only blank lines)")
     else:
-        rows, column = _read_csv(path, text_column), text_column
-    if not rows:
-        raise ValueError(f"{path} holds no texts (the file is empty)")
+        rows = read_rows(path, [text_column], hint=" (choose one with --text-column)")
     for number, row in enumerate(rows, 1):
-        if not isinstance(row.get(column), str):
-            raise ValueError(f"{path}: row {number} has {column}={row.get(column)!r}; expected a string")
-    return rows
-
-
-def _read_jsonl(path: Path, column: str) -> list[dict]:
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{i} is not valid JSON: {err}") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{i} must be a JSON object like {{{column!r}: ...}}")
-        if column not in row:
-            raise _input_error(f"{path}:{i}", column, list(row))
-        rows.append(row)
-    return rows
-
-
-def _read_csv(path: Path, column: str) -> list[dict]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB cap breaks on long documents
-    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:  # no header: the file is empty
-            return []
-        if column not in reader.fieldnames:
-            raise _input_error(str(path), column, reader.fieldnames)
-        rows = list(reader)
-    for i, row in enumerate(rows, 2):  # line 1 is the header
-        if None in row:
-            raise ValueError(f"{path}:{i} has more fields than the header's {len(reader.fieldnames)}")
+        if not isinstance(row.get(text_column), str):
+            raise ValueError(
+                f"{path}: row {number} has {text_column}={row.get(text_column)!r}; expected a string"
+            )
     return rows
 
 
@@ -363,17 +323,15 @@ def predict_probabilities(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
     device = next(model.parameters()).device
-    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
     probs = np.empty(len(token_ids), dtype=np.float64)
-    autocast = (
-        torch.autocast(device.type, dtype=DTYPES[dtype])
-        if DTYPES[dtype] is not None
-        else contextlib.nullcontext()
-    )
-    bar = tqdm(total=len(order), unit="text", desc="predict", disable=not progress)
+    autocast = contextlib.nullcontext()
+    if DTYPES[dtype] is not None:
+        warn_if_bf16_is_slow(device)
+        autocast = torch.autocast(device.type, dtype=DTYPES[dtype])
+    bar = tqdm(total=len(token_ids), unit="text", desc="predict", disable=not progress)
     with torch.inference_mode(), autocast, bar:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in batches:
             batch = collate_packed([(np.asarray(token_ids[i]), 0) for i in chunk])
             inputs = {k: batch[k].to(device) for k in ("input_ids", "cu_seqlens", "position_ids")}
             logits = model(**inputs, max_seqlen=batch["max_seqlen"]).logits

@@ -1,0 +1,44 @@
+"""Table files for training data and `modernenc predict`: every format gives the same rows, and each
+kind of bad file gets an error naming the file, the line and what it holds."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from modernenc.tasks.tables import DataColumnError, read_rows
+
+ROWS = [{"text": "aspirin, then a rash", "label": "1"}, {"text": 'no events, "quoted"', "label": "0"}]
+
+
+def test_jsonl_csv_and_parquet_give_the_same_rows(tmp_path):
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
+    (tmp_path / "a.csv").write_text('\ufefftext,label\n"aspirin, then a rash",1\n"no events, ""quoted""",0\n')
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "a.parquet")
+    for name in ("a.jsonl", "a.csv", "a.parquet"):
+        assert read_rows(tmp_path / name, ["text", "label"]) == ROWS, name
+
+
+def test_bad_files_name_the_line_and_the_columns(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": "b"\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2 is not valid JSON"):
+        read_rows(tmp_path / "bad.jsonl", ["text"])
+    (tmp_path / "list.jsonl").write_text('["a"]\n')
+    with pytest.raises(ValueError, match=r"list.jsonl:1 must be a JSON object"):
+        read_rows(tmp_path / "list.jsonl", ["text"])
+    (tmp_path / "ragged.jsonl").write_text('{"text": "a"}\n{"body": "b", "id": 2}\n')
+    with pytest.raises(
+        DataColumnError, match=r"ragged.jsonl:2 has no column 'text'; its columns are: 'body', 'id'"
+    ):
+        read_rows(tmp_path / "ragged.jsonl", ["text"])
+    (tmp_path / "wide.csv").write_text("text\na\nb,c\n")
+    with pytest.raises(ValueError, match=r"wide.csv:3 has more fields than the header's 1"):
+        read_rows(tmp_path / "wide.csv", ["text"])
+    pq.write_table(pa.Table.from_pylist([{"body": "a"}]), tmp_path / "t.parquet")
+    with pytest.raises(DataColumnError, match=r"has no column 'text'; its columns are: 'body' \(hint\)"):
+        read_rows(tmp_path / "t.parquet", ["text"], hint=" (hint)")
+    with pytest.raises(FileNotFoundError, match="missing.csv does not exist"):
+        read_rows(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match=r"supported formats are \.jsonl, \.json, \.csv, \.parquet"):
+        read_rows(tmp_path / "a.tsv")
