@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
+from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
 from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
 from modernenc.train.config import ConfigError
@@ -241,6 +243,9 @@ def build_trainer(
     if cfg.logging.plots:
         callbacks.append(TrainingCurves(Path(cfg.save_folder) / "curves.png"))
 
+    if cfg.precision == "amp_bf16":
+        on_gpu = cfg.device == "gpu" or (cfg.device is None and torch.cuda.is_available())  # composer's rule
+        warn_if_bf16_is_slow("cuda" if on_gpu else "cpu")
     return Trainer(
         model=parts.model,
         run_name=cfg.run_name,
