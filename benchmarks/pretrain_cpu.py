@@ -29,6 +29,13 @@ from modernenc import ModernEncoderConfig, ModernEncoderForMaskedLM
 MASK_ID = 50284
 
 
+RUNS = {
+    "dense": "transformers dense logits (padded)",
+    "sparse": "transformers sparse_prediction (padded)",
+    "modernenc": "modernenc packed + sparse",
+}
+
+
 def make_batch(seed: int = 0, batch: int = 16, vocab: int = 50368):
     rng = np.random.default_rng(seed)
     lengths = np.clip(rng.normal(256, 64, batch), 32, 512).astype(int)
@@ -73,6 +80,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per model")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--runs", nargs="+", default=list(RUNS), choices=list(RUNS),
+        help="which runs to time (default all; bf16 on a CPU without bf16 units is very slow)",
+    )  # fmt: skip
+    parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmul peak")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -99,10 +111,11 @@ def main() -> None:
     )
     padded = dict(input_ids=inputs, attention_mask=mask, labels=labels)
     runs = {
-        "transformers dense logits (padded)": (hf_dense, padded),
-        "transformers sparse_prediction (padded)": (hf_sparse, padded),
-        "modernenc packed + sparse": (ours, packed),
+        RUNS["dense"]: (hf_dense, padded),
+        RUNS["sparse"]: (hf_sparse, padded),
+        RUNS["modernenc"]: (ours, packed),
     }
+    runs = {RUNS[key]: runs[RUNS[key]] for key in args.runs}
     optimizers = {
         name: StableAdamW(model.parameters(), lr=1e-4, triton=False) for name, (model, _) in runs.items()
     }
@@ -126,7 +139,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in runs:
             times[name] += [step(name) for _ in range(args.steps)]
-    peak = matmul_peak(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    peak = matmul_peak(torch.bfloat16 if args.dtype == "bf16" else torch.float32, n=args.peak_size)
 
     tokens, masked = int(lengths.sum()), int(real.logical_and(labels != -100).sum())
     flops = train_flops(cfg, lengths, masked)
@@ -135,14 +148,16 @@ def main() -> None:
         f"batch=16 docs, {tokens} real / {inputs.numel()} padded tokens, {masked} masked"
     )
     print(
-        f"matmul peak ({args.dtype}, 2048^2): {peak / 1e9:.0f} GFLOP/s; model FLOPs/step {flops / 1e9:.1f} G"
+        f"matmul peak ({args.dtype}, {args.peak_size}^2): {peak / 1e9:.1f} GFLOP/s; "
+        f"model FLOPs/step {flops / 1e9:.1f} G"
     )
     print("| run | median s/step | real tok/s | ratio vs dense | MFU |")
     print("|---|---|---|---|---|")
-    base = statistics.median(times["transformers dense logits (padded)"])
+    base = statistics.median(times[RUNS["dense"]]) if RUNS["dense"] in times else None
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"| {name} | {med:.3f} | {tokens / med:,.0f} | {base / med:.2f}x | {flops / med / peak:.1%} |")
+        ratio = f"{base / med:.2f}x" if base else "-"
+        print(f"| {name} | {med:.3f} | {tokens / med:,.0f} | {ratio} | {flops / med / peak:.1%} |")
 
 
 if __name__ == "__main__":
