@@ -1,7 +1,8 @@
 """Whether this machine runs bf16 fast, so a slow precision choice gets a warning rather than a surprise.
 
-CPUs without AVX512-BF16 or AMX emulate bf16 matmuls, which then run several times slower than fp32
-(about 6x on the AVX2 hosts this project was developed on). The result is still correct.
+CPUs without AVX512-BF16 or AMX emulate bf16 matmuls, which then run far slower than fp32: on the AVX2
+hosts this project was developed on, about 6x for inference and 50x for a training step (see
+docs/benchmarks.md). The result is still correct.
 """
 
 from __future__ import annotations
