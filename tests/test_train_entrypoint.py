@@ -204,3 +204,16 @@ def test_wandb_without_a_key_runs_offline(tmp_path, wiki_shards, monkeypatch):
     (logger,) = build_loggers(cfg)
     assert isinstance(logger, WandBLogger)
     assert os.environ["WANDB_MODE"] == "offline"  # never waits on the network without a key
+
+
+def test_fsdp_options_are_checked_before_training(tmp_path, wiki_shards, monkeypatch):
+    yaml = write_yaml(tmp_path, wiki_shards)
+    with pytest.raises(ConfigError, match=r"fsdp needs GPUs .* set fsdp=null"):
+        load_config(yaml, ["device=cpu", "fsdp={sharding_strategy: FULL_SHARD}"])
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a GPU box, as far as the check can see
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'fsdp.sharding_stratgy' \(did you mean 'fsdp.sharding_strategy'"
+    ):
+        load_config(yaml, ["device=gpu", "fsdp={sharding_stratgy: FULL_SHARD}"])
+    cfg = load_config(yaml, ["device=gpu", "fsdp={sharding_strategy: SHARD_GRAD_OP}"])
+    assert cfg.fsdp == {"sharding_strategy": "SHARD_GRAD_OP"}

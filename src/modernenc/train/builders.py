@@ -273,6 +273,7 @@ def build_trainer(
         autoresume=cfg.autoresume,
         precision=cfg.precision,
         device=cfg.device,
+        parallelism_config={"fsdp": OmegaConf.to_container(cfg.fsdp)} if cfg.fsdp is not None else None,
         device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
         seed=cfg.seed,
     )

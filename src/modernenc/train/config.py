@@ -126,6 +126,9 @@ class TrainConfig:
     device: str | None = None  # cpu or gpu; default: gpu when one is available
     seed: int = 17
     grad_clip_norm: float | None = 1.0  # clip the global gradient norm to this; 0 or null turns it off
+    # Fully sharded data parallel over the ranks: composer's FSDP options, e.g. {sharding_strategy:
+    # FULL_SHARD}; {} takes its defaults. null: plain DDP (every rank holds the whole model).
+    fsdp: dict[str, Any] | None = None
 
 
 class ConfigError(ValueError):
@@ -208,7 +211,30 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
         raise ConfigError(f"{path}: precision={cfg.precision!r}; choose 'fp32' or 'amp_bf16'")
     if cfg.grad_clip_norm is not None and cfg.grad_clip_norm < 0:
         raise ConfigError(f"{path}: grad_clip_norm={cfg.grad_clip_norm} must be >= 0 (0 or null: off)")
+    _check_fsdp(cfg, path)
     _check_batch_sizes(cfg, path)
+
+
+def _check_fsdp(cfg: DictConfig, path: Path) -> None:
+    """composer's FSDPConfig accepts any key silently, so a misspelled option would be ignored."""
+    if cfg.fsdp is None:
+        return
+    import torch
+    from composer.utils.parallelism import FSDPConfig
+
+    if cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available()):
+        raise ConfigError(
+            f"{path}: fsdp needs GPUs (composer's FSDP runs on CUDA); on CPU set fsdp=null to train "
+            "with DDP, which `composer -n N` gives by default"
+        )
+
+    known = [f.name for f in fields(FSDPConfig) if not f.name.startswith("_")]
+    for key in cfg.fsdp:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            raise ConfigError(
+                f"{path}: unknown key 'fsdp.{key}'" + (f" (did you mean 'fsdp.{hint[0]}'?)" if hint else "")
+            )
 
 
 def _check_batch_sizes(cfg: DictConfig, path: Path) -> None:
