@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor
@@ -24,7 +23,7 @@ from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
 from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
-from modernenc.train.config import ConfigError
+from modernenc.train.config import ConfigError, trains_on_gpu
 
 
 class _IterableStream(IterableDataset):
@@ -244,8 +243,7 @@ def build_trainer(
         callbacks.append(TrainingCurves(Path(cfg.save_folder) / "curves.png"))
 
     if cfg.precision == "amp_bf16":
-        on_gpu = cfg.device == "gpu" or (cfg.device is None and torch.cuda.is_available())  # composer's rule
-        warn_if_bf16_is_slow("cuda" if on_gpu else "cpu")
+        warn_if_bf16_is_slow("cuda" if trains_on_gpu(cfg) else "cpu")
     return Trainer(
         model=parts.model,
         run_name=cfg.run_name,

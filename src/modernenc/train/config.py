@@ -215,14 +215,20 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
     _check_batch_sizes(cfg, path)
 
 
+def trains_on_gpu(cfg: DictConfig) -> bool:
+    """composer's device rule: `device` if set, else the GPU when one is available."""
+    import torch
+
+    return cfg.device == "gpu" or (cfg.device is None and torch.cuda.is_available())
+
+
 def _check_fsdp(cfg: DictConfig, path: Path) -> None:
     """composer's FSDPConfig accepts any key silently, so a misspelled option would be ignored."""
     if cfg.fsdp is None:
         return
-    import torch
     from composer.utils.parallelism import FSDPConfig
 
-    if cfg.device == "cpu" or (cfg.device is None and not torch.cuda.is_available()):
+    if not trains_on_gpu(cfg):
         raise ConfigError(
             f"{path}: fsdp needs GPUs (composer's FSDP runs on CUDA); on CPU set fsdp=null to train "
             "with DDP, which `composer -n N` gives by default"
