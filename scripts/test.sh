@@ -6,5 +6,6 @@ VENV=${VENV:-.venv}
 VENV=$VENV bash scripts/setup.sh
 echo "==> ruff"
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "==> pytest"
 "$VENV/bin/python" -m pytest -q --durations=10 "$@"

@@ -55,6 +55,11 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _python_line(line: str) -> list[str]:
+    """`python <line>`, split like a shell would."""
+    return _python(*shlex.split(line))
+
+
 def _finished(run_dir: str) -> Callable[[], bool]:
     return lambda: (REPO_ROOT / run_dir / "DONE").is_file()
 
@@ -65,17 +70,16 @@ def _train(yaml: str, run_name: str, *overrides: str) -> list[str]:
 
 
 def stages(out: Path) -> list[Stage]:
-    prepare = [
-        "data_prep/prepare_corpus.py", "--tokenizer", TOKENIZER, "--max-length", "512",
-        "--validation-fraction", "0.01",
-    ]
+    prepare = f"data_prep/prepare_corpus.py --tokenizer {shlex.quote(TOKENIZER)} --max-length 512"
+    prepare += " --validation-fraction 0.01 --force"
     result = [
         Stage(
             "prepare-wikipedia",
             "tokenize Wikipedia into MDS shards -> data/wiki-512",
             lambda: (REPO_ROOT / "data/wiki-512/validation/index.json").is_file(),
-            _python(*prepare, "--input", "../shared/data/wikipedia_en", "--format", "wikiextractor",
-                    "--output", "data/wiki-512", "--force"),
+            _python_line(
+                f"{prepare} --input ../shared/data/wikipedia_en --format wikiextractor --output data/wiki-512"
+            ),
         ),
         Stage(
             "pretrain",
@@ -87,9 +91,10 @@ def stages(out: Path) -> list[Stage]:
             "prepare-pubmed",
             "tokenize PubMed, dropping abstracts that contain ADE sentences -> data/pubmed-512",
             lambda: (REPO_ROOT / "data/pubmed-512/validation/index.json").is_file(),
-            _python(*prepare, "--input", "../shared/data/pubmed", "--format", "jsonl", "--text-field", "text",
-                    "--output", "data/pubmed-512", "--force",
-                    "--decontaminate", "../shared/data/ade_corpus_v2"),
+            _python_line(
+                f"{prepare} --input ../shared/data/pubmed --format jsonl --text-field text"
+                " --output data/pubmed-512 --decontaminate ../shared/data/ade_corpus_v2"
+            ),
         ),
         Stage(
             "anneal",
@@ -101,8 +106,7 @@ def stages(out: Path) -> list[Stage]:
             "prepare-ade",
             "write the published balanced ADE split (2,562/855/854 per class) -> data/ade",
             lambda: (REPO_ROOT / "data/ade/test.jsonl").is_file(),
-            _python("data_prep/ade.py", "--source", "../shared/data/ade_corpus_v2", "--out", "data/ade",
-                    "--force"),
+            _python_line("data_prep/ade.py --source ../shared/data/ade_corpus_v2 --out data/ade --force"),
         ),
     ]
     for run_name, init in FINETUNES.items():
@@ -191,8 +195,11 @@ def _finetune_row(run_name: str) -> dict:
     run = REPO_ROOT / "checkpoints" / run_name
     report = json.loads((run / "eval" / "report.json").read_text())
     summary = predict_file(
-        run / "best-hf", REPO_ROOT / "data/ade/test.jsonl", run / "eval" / "test_predictions.jsonl",
-        force=True, progress=False,
+        run / "best-hf",
+        REPO_ROOT / "data/ade/test.jsonl",
+        run / "eval" / "test_predictions.jsonl",
+        force=True,
+        progress=False,
     )
     return {"results": report["splits"]["test"]["results"], "examples_per_s": summary.examples_per_s}
 

@@ -282,4 +282,3 @@ def build_task(cfg: DictConfig) -> TaskParts:
     check_save_folder(cfg)
     reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
     return TASK_BUILDERS[cfg.model.task](cfg)
-
