@@ -24,13 +24,17 @@ def main(argv: list[str]) -> None:
 
         parts = build_task(cfg)
         trainer = build_trainer(cfg, parts=parts)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, OSError) as err:  # OSError: missing files, hub offline
         sys.exit(f"train.py: error: {err}")
     print(f"==> training {cfg.run_name} ({cfg.model.task}): checkpoints go to {cfg.save_folder}")
     trainer.fit()
-    if parts.finish is not None:
-        parts.finish(trainer)
-    trainer.close()
+    try:
+        if parts.finish is not None:
+            parts.finish(trainer)
+    except (ValueError, OSError) as err:
+        sys.exit(f"train.py: error after training (the checkpoints are in {cfg.save_folder}): {err}")
+    finally:
+        trainer.close()
 
 
 if __name__ == "__main__":

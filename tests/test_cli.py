@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
+import transformers
 
 from modernenc.cli import COMMANDS, SCRIPTS, main
+from modernenc.model import (
+    ModernEncoderConfig,
+    ModernEncoderForMaskedLM,
+    ModernEncoderForSequenceClassification,
+    ModernEncoderForTokenClassification,
+)
+from modernenc.train.composer_model import ModernEncoderComposerModel
 
 
 @pytest.mark.parametrize("name", sorted([*COMMANDS, *SCRIPTS]))
@@ -45,3 +56,53 @@ def test_average_of_a_missing_folder_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="average-checkpoints: error: save folder .* does not exist"):
         main(["average-checkpoints", str(tmp_path / "nowhere"), str(tmp_path / "avg.pt"), "--last", "2"])
     assert not (tmp_path / "avg.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["notes.jsonl", "model.safetensors", "empty.pt", "tensor.pt"])
+def test_export_of_a_file_that_is_no_checkpoint_names_it(name, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / name
+    if name == "notes.jsonl":
+        path.write_text(json.dumps({"text": "a"}) + "\n")
+    elif name == "model.safetensors":
+        save_file({"w": torch.zeros(2)}, path)
+    elif name == "empty.pt":
+        path.touch()
+    else:
+        torch.save(torch.zeros(2), path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-hf", str(path), str(tmp_path / "out")])
+    assert str(exit_info.value.code).startswith(
+        f"modernenc export-hf: error: {path} is not a composer checkpoint written by train.py ("
+    )
+    assert "\n" not in str(exit_info.value.code) and not (tmp_path / "out").exists()
+
+
+def test_export_of_a_run_folder_asks_for_its_pt_file(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export-hf", str(tmp_path), str(tmp_path / "out")])
+    assert str(exit_info.value.code) == (
+        f"modernenc export-hf: error: checkpoint {tmp_path} is a folder; expected a .pt file written by "
+        f"train.py, e.g. {tmp_path / 'latest-rank0.pt'}"
+    )
+
+
+@pytest.mark.parametrize(
+    "cls, auto",
+    [
+        (ModernEncoderForMaskedLM, "AutoModelForMaskedLM"),
+        (ModernEncoderForSequenceClassification, "AutoModelForSequenceClassification"),
+        (ModernEncoderForTokenClassification, "AutoModelForTokenClassification"),
+    ],
+)
+def test_export_names_the_auto_class_that_loads_the_task(cls, auto, tmp_path, capsys):
+    config = ModernEncoderConfig(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2
+    )
+    composer_model = ModernEncoderComposerModel(cls(config))  # what train.py saves, minus the trainer state
+    torch.save({"state": {"model": composer_model.state_dict()}}, tmp_path / "latest-rank0.pt")
+    main(["export-hf", str(tmp_path / "latest-rank0.pt"), str(tmp_path / "hf")])
+    assert f"load it with transformers.{auto}.from_pretrained" in capsys.readouterr().out
+    loaded = getattr(transformers, auto).from_pretrained(tmp_path / "hf")  # the named class loads it
+    assert type(loaded).__name__ == cls.hf_architecture

@@ -186,6 +186,25 @@ def test_skips_are_counted_with_reasons(tmp_path):
     assert report["documents_written"]["train"] == 5 + 2
 
 
+def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):
+    txt = tmp_path / "plain.txt"
+    txt.write_text("a line of plain text\nanother line\n", encoding="utf-8")
+    out = tmp_path / "mds"
+    assert run(out, [txt], "--format", "jsonl") == 1  # every line is invalid JSON
+    assert capsys.readouterr().err == (
+        "error: no documents were usable: read 2, skipped 2 (invalid JSON: 2), dropped 0 by "
+        "decontamination; nothing was written (check --format and --text-field)\n"
+    )
+    assert list(out.iterdir()) == []  # no index.json or report.json for train.py to mistake for data
+    (tmp_path / "empty.txt").touch()
+    assert run(out, [tmp_path / "empty.txt"]) == 1  # the empty folder needs no --force
+    assert "no documents were usable: the input holds none" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert run(out, [txt], "--validation-fraction", "0.99") == 1  # both lines hash below 0.99
+    assert "all 2 usable documents went to the validation split" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
 def test_wikiextractor_non_utf8_document_is_reported(tmp_path):
     wiki = (DATA / "wikipedia_en" / "AA" / "wiki_00").read_bytes()
     starts = [m.start() for m in re.finditer(rb"<doc id=", wiki)][:4]

@@ -64,6 +64,18 @@ def test_missing_folder_and_missing_weights(tmp_path):
         ModernEncoderModel.from_pretrained(tmp_path)
 
 
+def test_a_broken_config_json_is_named(mlm_checkpoint):
+    config_file = mlm_checkpoint / "config.json"
+    config_file.write_text(config_file.read_text().replace('"', "", 1))  # the first key loses its quote
+    with pytest.raises(ValueError) as error:
+        ModernEncoderForMaskedLM.from_pretrained(mlm_checkpoint)
+    assert str(error.value).startswith(f"{config_file} is not valid JSON: Expecting property name")
+    config_file.write_text("[]")
+    with pytest.raises(ValueError) as error:
+        ModernEncoderForMaskedLM.from_pretrained(mlm_checkpoint)
+    assert str(error.value) == f"{config_file} must hold a JSON object (a ModernBERT config)"
+
+
 def test_hub_id_offline_fails_with_one_sentence(monkeypatch):
     import huggingface_hub.constants
 

@@ -11,7 +11,11 @@ from conftest import SHARED_DATA
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modernenc.cli import main
-from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
+from modernenc.model import (
+    ModernEncoderConfig,
+    ModernEncoderForMaskedLM,
+    ModernEncoderForSequenceClassification,
+)
 from modernenc.tasks.classification_data import tokenize_texts
 from modernenc.tasks.predict import (
     DecisionRule,
@@ -254,3 +258,67 @@ def test_cli_help_and_missing_column(model_dir, tmp_path, capsys):
         main(["predict", str(model_dir), str(src), "--out", str(tmp_path / "o.jsonl")])
     assert "no column 'text'; its columns are: 'sentence'" in str(exit_info.value.code)
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_model_without_a_fine_tuned_classifier_is_refused(tmp_path):
+    """An MLM export would load with a random classifier; predicting with it must fail, not guess."""
+    mlm = tmp_path / "mlm"
+    config = ModernEncoderConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4
+    )
+    ModernEncoderForMaskedLM(config).save_pretrained(mlm, tokenizer_path=TOKENIZER_DIR)
+    with pytest.raises(ValueError, match="holds a ModernBertForMaskedLM checkpoint, not a fine-tuned"):
+        load_classifier(mlm)
+
+
+def test_replacing_the_weights_drops_their_thresholds(tmp_path):
+    folder = build_classifier(tmp_path / "clf", "cls")
+    assert read_thresholds(folder) is not None
+    ModernEncoderForSequenceClassification.from_pretrained(folder).save_pretrained(folder, overwrite=True)
+    assert read_thresholds(folder) is None  # the old rule described the old weights
+
+
+def test_txt_keeps_odd_line_breaks_in_a_text_and_predict_reads_its_own_output(model_dir, tmp_path):
+    texts = ["Rash after\x0cpenicillin.", "Nausea\u2028and vomiting.", "No adverse events."]
+    (tmp_path / "in.txt").write_text(f"{texts[0]}\r\n\n{texts[1]}\n{texts[2]}\n", encoding="utf-8")
+    rows = read_inputs(tmp_path / "in.txt")
+    assert [(r["line"], r["text"]) for r in rows] == [(1, texts[0]), (3, texts[1]), (4, texts[2])]
+    first = tmp_path / "first.jsonl"
+    predict_file(model_dir, tmp_path / "in.txt", first, progress=False)
+    assert "\u2028" in first.read_text(encoding="utf-8")  # written raw (ensure_ascii=False)
+    again = tmp_path / "again.jsonl"
+    predict_file(model_dir, first, again, progress=False)  # the output is a valid input
+    out = [json.loads(line) for line in again.read_text(encoding="utf-8").split("\n") if line]
+    assert [r["text"] for r in out] == texts and [r["line"] for r in out] == [1, 3, 4]
+
+
+def test_a_bom_does_not_reach_the_first_text(model_dir, tmp_path):
+    texts = ["Aspirin caused severe nausea.", "Rash."]
+    (tmp_path / "plain.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "bom.txt").write_text("\n".join(texts) + "\n", encoding="utf-8-sig")
+    assert (tmp_path / "bom.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert [r["text"] for r in read_inputs(tmp_path / "bom.txt")] == texts
+    for name in ("plain", "bom"):
+        predict_file(model_dir, tmp_path / f"{name}.txt", tmp_path / f"{name}.jsonl", progress=False)
+    assert read_jsonl(tmp_path / "bom.jsonl") == read_jsonl(tmp_path / "plain.jsonl")
+
+
+def test_a_bad_or_missing_device_is_a_clear_error(model_dir, tmp_path, monkeypatch):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "Rash."}])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(model_dir), str(src), "--out", str(out), "--device", "tpu"])
+    assert str(exit_info.value.code) == (
+        "modernenc predict: error: unknown device 'tpu'; choose auto, cpu, cuda or cuda:N (e.g. cuda:1)"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(model_dir), str(src), "--out", str(out), "--device", "cuda"])
+    assert str(exit_info.value.code) == (
+        "modernenc predict: error: --device cuda: no CUDA device is available; use --device cpu"
+    )
+    assert not out.exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"--device cuda:1: this machine has 1 CUDA device\(s\)"):
+        predict_file(model_dir, src, out, device="cuda:1", progress=False)

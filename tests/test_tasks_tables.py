@@ -42,3 +42,16 @@ def test_bad_files_name_the_line_and_the_columns(tmp_path):
         read_rows(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match=r"supported formats are \.jsonl, \.json, \.csv, \.parquet"):
         read_rows(tmp_path / "a.tsv")
+
+
+def test_jsonl_lines_split_on_newline_only_and_a_bom_is_dropped(tmp_path):
+    """U+2028, U+0085 and form feeds may stand raw inside JSON strings; only "\\n" or "\\r\\n" ends a row."""
+    texts = ["before\u2028after", "page\x0cbreak", "next\x85line", "plain"]
+    body = "\r\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n"
+    (tmp_path / "a.jsonl").write_text(body, encoding="utf-8", newline="")
+    assert [r["text"] for r in read_rows(tmp_path / "a.jsonl", ["text"])] == texts
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + body.encode())  # as Notepad writes it
+    assert [r["text"] for r in read_rows(tmp_path / "bom.jsonl", ["text"])] == texts
+    (tmp_path / "bad.jsonl").write_text(body + "{oops\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:5 is not valid JSON"):  # line 5 of the file
+        read_rows(tmp_path / "bad.jsonl", ["text"])

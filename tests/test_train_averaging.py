@@ -160,3 +160,26 @@ def test_another_architecture_is_refused(run_folder, tmp_path):
     torch.save(checkpoint, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"different models: their configs differ in \['global_attn_every"):
         average_checkpoints([run_folder / "ep0-ba2-rank0.pt", tmp_path / "other.pt"], tmp_path / "avg.pt")
+
+
+def test_a_bad_tokenizer_or_output_name_fails_before_anything_is_written(run_folder, tmp_path):
+    out, hf = tmp_path / "avg.pt", tmp_path / "hf"
+    argv = ["average-checkpoints", str(run_folder), str(out), "--last", "2", "--hf-out", str(hf)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--tokenizer", str(tmp_path / "nowhere")])
+    assert str(exit_info.value.code).startswith(
+        "modernenc average-checkpoints: error: no tokenizer files (tokenizer.json, "
+    ) and str(exit_info.value.code).endswith(f" in {tmp_path / 'nowhere'}")
+    assert not out.exists() and not hf.exists()  # so the corrected rerun needs no --force
+    with pytest.raises(SystemExit, match=r"error: --tokenizer is copied to the --hf-out folder"):
+        main(argv[:5] + ["--tokenizer", str(tmp_path)])
+    for name in ("avg", "avg.safetensors", "avg.PT"):  # init_from would read these as HF folders
+        with pytest.raises(SystemExit) as exit_info:
+            main(["average-checkpoints", str(run_folder), str(tmp_path / name), "--last", "2"])
+        assert str(exit_info.value.code) == (
+            f"modernenc average-checkpoints: error: output {tmp_path / name} must end in .pt, the suffix "
+            "model.init_from and export-hf expect of a checkpoint"
+        )
+        assert not (tmp_path / name).exists()
+    with pytest.raises(ValueError, match=r"must end in \.pt"):
+        average_checkpoints([run_folder / "ep0-ba3-rank0.pt"], tmp_path / "avg.bin")

@@ -114,6 +114,28 @@ def test_plot_schedule_writes_the_png_with_hand_computed_values(tmp_path, capsys
         assert s.lr[step] == pytest.approx(lr), step
 
 
+def test_plot_schedule_refuses_to_overwrite_without_force_and_a_world_below_one(tmp_path, capsys):
+    yaml, out = tmp_path / "wsd.yaml", tmp_path / "s.png"
+    yaml.write_text(WSD_YAML)
+    out.write_bytes(b"keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["plot-schedule", str(yaml), "--out", str(out)])
+    assert str(exit_info.value.code) == (
+        f"modernenc plot-schedule: error: {out} already exists; pass --force to overwrite it"
+    )
+    assert out.read_bytes() == b"keep me"
+    cli_main(["plot-schedule", str(yaml), "--out", str(out), "--force"])
+    assert out.read_bytes()[:4] == b"\x89PNG" and "wrote" in capsys.readouterr().out
+    for world in ("0", "-2"):  # 0 used to fall back to $WORLD_SIZE silently
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["plot-schedule", str(yaml), "--out", str(tmp_path / "w.png"), "--world-size", world])
+        assert str(exit_info.value.code) == (
+            "modernenc plot-schedule: error: world_size (the number of ranks) must be at least 1, "
+            f"got {world}"
+        )
+    assert not (tmp_path / "w.png").exists()
+
+
 def test_plot_schedule_explains_epoch_durations(tmp_path):
     yaml = tmp_path / "wsd.yaml"
     yaml.write_text(WSD_YAML)

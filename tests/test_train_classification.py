@@ -14,6 +14,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from modernenc.tasks.ade_data import load_ade_sentences, make_splits, write_jsonl
+from modernenc.tasks.classification import positive_class
 from modernenc.train.builders import build_task, build_trainer
 from modernenc.train.config import load_config
 
@@ -127,6 +128,37 @@ def test_label_unseen_in_training_is_named(tmp_path, ade_dir):
         build_task(cfg)
 
 
+@pytest.mark.parametrize(
+    ("names", "positive_label", "expected"),
+    [
+        (["0", "1"], None, 1),
+        (["1", "0"], None, 0),  # declared order (data.labels) moves the class ids, not the event
+        (["false", "true"], None, 1),
+        (["O", "DRUG"], None, 1),
+        (["ade", "no_ade"], "ade", 0),
+        (["neg", "neutral", "pos"], None, 0),
+    ],
+)
+def test_positive_class_is_the_event_to_detect(names, positive_label, expected):
+    assert positive_class(names, positive_label) == expected
+
+
+def test_positive_class_is_never_guessed_from_names_it_cannot_read():
+    with pytest.raises(ValueError, match=r"do not say which class .* set evaluation\.positive_label"):
+        positive_class(["ade", "no_ade"])
+    with pytest.raises(ValueError, match="quote yes/no/true/false labels"):
+        positive_class(["no", "yes"], "True")
+
+
+def test_validation_without_positives_is_refused_before_training(tmp_path, ade_dir):
+    rows = [json.loads(line) for line in (ade_dir / "validation.jsonl").read_text().splitlines()]
+    only_negative = tmp_path / "validation.jsonl"
+    only_negative.write_text("".join(json.dumps(r) + "\n" for r in rows if r["label"] == 0))
+    cfg = load_config(write_yaml(tmp_path, ade_dir), [f"data.eval={only_negative}"])
+    with pytest.raises(ValueError, match=r"has no '1' examples; .* needs both classes"):
+        build_task(cfg)
+
+
 def test_word_tags_go_to_the_first_sub_token_only():
     from modernenc.tasks.classification_data import tokenize_words
 
@@ -170,3 +202,17 @@ def test_token_classification_runs_through_the_same_entry_point(tmp_path):
     best = tmp_path / "run" / "best-hf"
     model = AutoModelForTokenClassification.from_pretrained(best)
     assert model.config.id2label == {0: "O", 1: "DRUG"}
+
+
+def test_without_validation_the_final_model_is_exported(tmp_path, ade_dir):
+    cfg = load_config(write_yaml(tmp_path, ade_dir), ["data.eval=null", "data.test=null", "max_duration=1ba"])
+    run(cfg)
+    final = tmp_path / "run" / "final-hf"
+    assert AutoModelForSequenceClassification.from_pretrained(final).config.num_labels == 2
+    assert (final / "tokenizer.json").is_file() and not (tmp_path / "run" / "best-hf").exists()
+
+
+def test_test_split_without_validation_is_refused(tmp_path, ade_dir):
+    cfg = load_config(write_yaml(tmp_path, ade_dir), ["data.eval=null"])
+    with pytest.raises(ValueError, match="data.test is set but data.eval is not"):
+        build_task(cfg)

@@ -66,6 +66,14 @@ def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
         ("max_duration=soon", r"not a duration"),
         ("model.task=translation", r"model\.task='translation'"),
         ("scheduler.t_warmup=0.1dur max_duration=2ep", r"streamed MLM data has no length"),
+        ("eval_interval=0ba", r"eval_interval='0ba' must be positive"),
+        ("save_interval=0ba", r"save_interval='0ba' must be positive"),
+        ("evaluation.target_recall=1.5", r"target_recall=1.5 must be in \(0, 1\]"),
+        ("evaluation.target_recall=0", r"target_recall=0.0 must be in \(0, 1\]"),
+        ("evaluation.early_stopping_patience=-1", r"early_stopping_patience=-1 must be >= 0"),
+        ("optimizer.betas=[0.9]", r"optimizer\.betas=\[0\.9\] must be two numbers"),
+        ("device=tpu", r"device='tpu'; choose 'cpu', 'gpu' or null"),
+        ("optimizer.lr", r"override 'optimizer\.lr' is not key=value"),
     ],
 )
 def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
@@ -179,6 +187,20 @@ def test_existing_run_is_not_overwritten_without_consent(tmp_path, wiki_shards):
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         build_trainer(load_config(yaml))
     assert (run / "ep0-ba2-rank0.pt").read_bytes() == b"earlier run"
+
+
+def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_shards):
+    """Left beside the new run, old checkpoints would be averaged with its own, and an old best-hf or
+    report would pass for the new run's."""
+    run = tmp_path / "run"
+    (run / "best-hf").mkdir(parents=True)
+    earlier = ["ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt", "curves.png", "best-hf/model.safetensors"]
+    for name in earlier:
+        (run / name).write_bytes(b"earlier run")
+    (run / "latest-rank0.pt").symlink_to("ep0-ba4-rank0.pt")
+    (run / "notes.txt").write_text("the user's own file")
+    build_trainer(load_config(write_yaml(tmp_path, wiki_shards), ["force=true"]))
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
 def test_train_py_reports_config_errors_in_one_line(tmp_path, wiki_shards):

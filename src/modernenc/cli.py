@@ -48,12 +48,11 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from modernenc.train.export import export_to_hf
+    from modernenc.train.export import auto_class_of, export_to_hf
 
     out = export_to_hf(args.checkpoint, args.out, tokenizer_path=args.tokenizer, overwrite=args.force)
-    print(
-        f"exported {args.checkpoint} to {out}; load it with transformers.AutoModelForMaskedLM.from_pretrained"
-    )
+    loader = f"transformers.{auto_class_of(out)}.from_pretrained"  # the class fits the exported task head
+    print(f"exported {args.checkpoint} to {out}; load it with {loader}")
 
 
 def _predict_args(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +122,7 @@ def _plot_schedule_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--world-size", type=int, default=None, help="number of ranks (default: $WORLD_SIZE or 1)"
     )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.epilog = (
         "Example: modernenc plot-schedule yamls/pretrain.yaml --world-size 8 --out checkpoints/pretrain.png  "
         "(durations in 'ba', 'tok' or 'dur'; epochs cannot be converted for streaming data)"
@@ -131,11 +131,12 @@ def _plot_schedule_args(parser: argparse.ArgumentParser) -> None:
 
 def _plot_schedule(args: argparse.Namespace) -> None:
     from modernenc.train.config import load_config
-    from modernenc.train.schedule_plot import plot_schedule, simulate_schedule, summarize
+    from modernenc.train.schedule_plot import check_output, plot_schedule, simulate_schedule, summarize
 
+    check_output(args.out, args.force)  # before the simulation, which takes seconds for a long run
     cfg = load_config(args.yaml, args.overrides)
     schedule = simulate_schedule(cfg, args.packing_efficiency, args.world_size)
-    out = plot_schedule(schedule, args.out, title=f"{cfg.run_name}: {args.yaml}")
+    out = plot_schedule(schedule, args.out, title=f"{cfg.run_name}: {args.yaml}", overwrite=args.force)
     print(f"{summarize(schedule)}\nwrote {out}")
 
 
@@ -204,9 +205,10 @@ def _average_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _average(args: argparse.Namespace) -> None:
-    from modernenc.model.hf_interop import WEIGHTS_NAME
+    from modernenc.model.hf_interop import WEIGHTS_NAME, find_tokenizer_files
     from modernenc.train.averaging import (
         average_checkpoints,
+        check_output_name,
         list_checkpoints,
         lower_is_better,
         select_best,
@@ -214,6 +216,11 @@ def _average(args: argparse.Namespace) -> None:
     )
     from modernenc.train.export import export_to_hf
 
+    check_output_name(args.out)
+    if args.tokenizer is not None:  # checked before averaging, which writes OUT and would need --force next
+        if args.hf_out is None:
+            raise ValueError("--tokenizer is copied to the --hf-out folder; give --hf-out too")
+        find_tokenizer_files(args.tokenizer)
     for target in (args.out, args.hf_out / WEIGHTS_NAME if args.hf_out else None):
         if target is not None and target.exists() and not args.force:
             raise FileExistsError(f"{target} already exists; pass --force to replace it")
@@ -340,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command].run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (OSError, ValueError) as err:
         sys.exit(f"modernenc {args.command}: error: {err}")
 
 

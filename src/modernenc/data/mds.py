@@ -153,6 +153,23 @@ def _length_summary(counts: np.ndarray, max_length: int) -> tuple[dict[str, int]
     return hist, stats
 
 
+def _why_train_is_empty(report: CorpusReport) -> str:
+    """The error for a run that wrote no training sample, with the counts that tell which problem it was."""
+    if report.documents_written["validation"]:
+        return (
+            f"all {report.documents_written['validation']:,} usable documents went to the validation split, "
+            "so train would be empty; add documents or lower the validation fraction"
+        )
+    if report.documents_read == 0:
+        return "no documents were usable: the input holds none (is it empty?); nothing was written"
+    reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(report.skipped.items())) or "none"
+    return (
+        f"no documents were usable: read {report.documents_read:,}, skipped {sum(report.skipped.values()):,} "
+        f"({reasons}), dropped {report.decontaminated:,} by decontamination; nothing was written "
+        "(check --format and --text-field)"
+    )
+
+
 def write_mds_corpus(
     documents: Iterable[Document],
     tokenizer: Tokenizer,
@@ -224,10 +241,14 @@ def write_mds_corpus(
         for writer in writers.values():
             writer.finish()
 
+    report.skipped = dict(skipped)
+    if report.chunks["train"] == 0:
+        for s in splits:  # empty shards would pass for a corpus until train.py fails on them
+            shutil.rmtree(out_dir / s, ignore_errors=True)
+        raise ValueError(_why_train_is_empty(report))
     for s in splits:
         index = json.loads((out_dir / s / "index.json").read_text())
         report.shards[s] = len(index["shards"])
-    report.skipped = dict(skipped)
     report.chunk_length_histogram, report.chunk_length_stats = _length_summary(length_counts, max_length)
     (out_dir / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
     return report

@@ -31,6 +31,9 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
+# The decision thresholds fine-tuning chose for the weights beside them (`tasks.predict`): stale once the
+# weights are replaced, so overwriting a folder removes it.
+THRESHOLDS_FILE = "thresholds.json"
 # Tensors that exist in the module but are never stored: the decoder shares the embedding matrix.
 TIED_KEYS = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 # `transformers` options that would add parameters modernenc does not have.
@@ -165,7 +168,12 @@ def load_pretrained(
             raise FileNotFoundError(
                 f"{needed} is missing; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
             )
-    hf_config = json.loads(config_file.read_text())
+    try:
+        hf_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # their messages do not name the file
+        raise ValueError(f"{config_file} is not valid JSON: {err}") from None
+    if not isinstance(hf_config, dict):
+        raise ValueError(f"{config_file} must hold a JSON object (a ModernBERT config)")
     config = config_from_hf_dict(hf_config, **config_overrides)
     model = cls(config)
     state = adapt_state_dict(load_file(str(weights_file)), model, hf_config.get("architectures") or [])
@@ -230,6 +238,15 @@ def load_state_strict(
     model.load_state_dict(state, strict=False)  # strict=False only because tied keys are absent
 
 
+def find_tokenizer_files(tokenizer_dir: str | Path) -> list[Path]:
+    """The tokenizer files in `tokenizer_dir` that a checkpoint folder carries; none is an error."""
+    tokenizer_dir = Path(tokenizer_dir)
+    found = [tokenizer_dir / f for f in TOKENIZER_FILES if (tokenizer_dir / f).is_file()]
+    if not found:
+        raise FileNotFoundError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {tokenizer_dir}")
+    return found
+
+
 def save_pretrained(
     model: ModernEncoderPreTrainedModel,
     out_dir: str | Path,
@@ -240,13 +257,9 @@ def save_pretrained(
     weights_file = out / WEIGHTS_NAME
     if weights_file.exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a checkpoint; pass overwrite=True (--force) to replace")
-    tokenizer_files = []
-    if tokenizer_path is not None:
-        tokenizer_dir = Path(tokenizer_path)
-        tokenizer_files = [tokenizer_dir / f for f in TOKENIZER_FILES if (tokenizer_dir / f).is_file()]
-        if not tokenizer_files:
-            raise FileNotFoundError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {tokenizer_dir}")
+    tokenizer_files = find_tokenizer_files(tokenizer_path) if tokenizer_path is not None else []
     out.mkdir(parents=True, exist_ok=True)
+    (out / THRESHOLDS_FILE).unlink(missing_ok=True)
     state = {
         k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in TIED_KEYS
     }

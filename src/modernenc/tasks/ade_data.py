@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modernenc.tasks.tables import read_lines
+
 POSITIVE_FILE = "DRUG-AE.rel"
 NEGATIVE_FILE = "ADE-NEG.txt"
 SPLITS = ("train", "validation", "test")
@@ -163,7 +165,7 @@ def write_jsonl(rows: Iterable[Row], path: str | Path) -> str:
 
 
 def read_jsonl(path: str | Path) -> list[Row]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in read_lines(Path(path)) if line.strip()]
 
 
 def format_counts(splits: dict[str, list[Row]]) -> str:

@@ -42,6 +42,11 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
     `model.task: token_classification` reads a list of words and a list of tags per row.
     """
     data = cfg.data
+    if data.test and not data.eval:
+        raise ValueError(
+            "data.test is set but data.eval is not: test results are reported at thresholds chosen on the "
+            "validation split, so set data.eval too"
+        )
     raw = {
         split: read_labelled_texts(
             data[key], data.text_column, data.label_column, data.dataset, data.dataset_config
@@ -50,13 +55,9 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
         if data[key]
     }
     names = label_vocabulary(raw["train"][1], data.labels)
-    positive = cfg.evaluation.positive_label
-    if positive is None:
-        positive_index = 1 if len(names) == 2 else 0
-    elif str(positive) in names:
-        positive_index = names.index(str(positive))
-    else:
-        raise ValueError(f"evaluation.positive_label={positive!r} is not one of the labels {names}")
+    positive_index = positive_class(names, cfg.evaluation.positive_label)
+    if len(names) == 2:
+        print(f"positive class (recall, precision and thresholds are about it): {names[positive_index]!r}")
     token_level = cfg.model.task == "token_classification"
     splits = {}
     for split, (texts, labels) in raw.items():
@@ -75,7 +76,42 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
         truncated = splits[split].num_truncated
         if truncated:
             print(f"note: {truncated} {split} texts were longer than {data.max_seq_len} tokens and truncated")
+    if len(names) == 2 and not token_level and "validation" in splits:
+        seen = set(splits["validation"].labels.tolist())
+        for index in (positive_index, 1 - positive_index):
+            if index not in seen:
+                raise ValueError(
+                    f"{data.eval} has no {names[index]!r} examples; choosing a threshold for a target "
+                    "recall needs both classes in the validation split"
+                )
     return ClassificationData(names, positive_index, splits)
+
+
+# Labels that name the absence of the event, so the other of two labels is the one to detect ("O" is
+# outside every tagged span in BIO tags).
+NEGATIVE_LABELS = {"0", "false", "no", "o"}
+
+
+def positive_class(names: list[str], positive_label: object = None) -> int:
+    """The class index of the event to detect: `positive_label` if given, else, for two classes, the one
+    that is not 0 / false / no / O. Other label pairs must name it, as guessing could put a recall target
+    on the wrong class."""
+    if positive_label is not None:
+        label = str(positive_label)
+        if label not in names:
+            # YAML 1.1 reads an unquoted yes/no/true/false as a boolean, which arrives as 'True'/'False'.
+            quote = "; quote yes/no/true/false labels in YAML" if label in ("True", "False") else ""
+            raise ValueError(f"evaluation.positive_label={label!r} is not one of the labels {names}{quote}")
+        return names.index(label)
+    if len(names) != 2:
+        return 0
+    negatives = [i for i, name in enumerate(names) if name.lower() in NEGATIVE_LABELS]
+    if len(negatives) != 1:
+        raise ValueError(
+            f"the labels {names} do not say which class is the event to detect; set "
+            f"evaluation.positive_label to one of them"
+        )
+    return 1 - negatives[0]
 
 
 def evaluate_classifier(
@@ -117,7 +153,10 @@ def evaluate_classifier(
         "thresholds": thresholds,
         "splits": {},
     }
-    lines = [f"thresholds chosen on validation (target recall {target_recall}): {thresholds}"]
+    lines = [
+        f"positive class: {data.label_names[pos]!r}",
+        f"thresholds chosen on validation (target recall {target_recall}): {thresholds}",
+    ]
     for split, (labels, probs) in scores.items():
         results = evaluate_at_thresholds(labels, probs, thresholds)
         report["splits"][split] = {"num_examples": len(labels), "results": results}

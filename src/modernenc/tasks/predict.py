@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from modernenc.model.hf_interop import THRESHOLDS_FILE
 from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.tasks.classification_data import collate_packed, length_sorted_batches, tokenize_texts
-from modernenc.tasks.tables import TABLE_FORMATS, read_rows
+from modernenc.tasks.tables import TABLE_FORMATS, read_lines, read_rows
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-THRESHOLDS_FILE = "thresholds.json"
 THRESHOLDS_VERSION = 1
 INPUT_FORMATS = (".txt", *TABLE_FORMATS)
 OUTPUT_FORMATS = (".jsonl", ".csv")
@@ -226,7 +226,7 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
     if path.suffix.lower() == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_lines(path)  # "\n" only: keeps form feeds etc. inside a text
         rows, text_column = [{"line": i, "text": s} for i, s in enumerate(lines, 1) if s.strip()], "text"
         if not rows:
             raise ValueError(f"{path} holds no rows (only blank lines)")
@@ -294,6 +294,7 @@ def load_classifier(
             f"{tokenizer_file} is missing; export the model with its tokenizer "
             "(save_pretrained(..., tokenizer_path=...) or export-hf --tokenizer)"
         )
+    _check_is_fine_tuned_classifier(model_dir)
     model = ModernEncoderForSequenceClassification.from_pretrained(model_dir)
     if model.config.num_labels != 2:
         raise ValueError(
@@ -301,6 +302,24 @@ def load_classifier(
             f"{model.config.num_labels}"
         )
     return model.to(device).eval(), load_tokenizer(tokenizer_file)
+
+
+def _check_is_fine_tuned_classifier(model_dir: Path) -> None:
+    """Refuse other task heads: loading them would start a random classifier and predict noise."""
+    from modernenc.model import ModernEncoderForSequenceClassification
+
+    config_file = model_dir / "config.json"
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return  # from_pretrained names the problem with the file
+    wanted = ModernEncoderForSequenceClassification.hf_architecture
+    if architectures and wanted not in architectures:  # none listed: strict loading decides
+        found = "/".join(architectures)
+        raise ValueError(
+            f"{model_dir} holds a {found} checkpoint, not a fine-tuned {wanted}: its classifier would be "
+            "random. Fine-tune it first (e.g. python train.py yamls/finetune_ade.yaml model.init_from=...)"
+        )
 
 
 def predict_probabilities(
@@ -377,8 +396,16 @@ def _label_names(
 
 
 def _resolve_device(device: str | None) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; checked, as torch fails late and cryptically."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = device.partition(":")
+    if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N (e.g. cuda:1)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(device)
 
 

@@ -38,9 +38,19 @@ def read_rows(path: str | Path, columns: Sequence[str] = (), hint: str = "") -> 
     return rows
 
 
+def read_lines(path: Path) -> list[str]:
+    r"""The lines of a UTF-8 text file, split on "\n" only (a trailing "\r" is dropped), without a BOM.
+
+    Not ``str.splitlines``: it also splits on U+2028, form feeds and more, which JSON strings and texts
+    may hold, and that would break rows and shift line numbers.
+    """
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: drop a BOM; newline="": no translation
+        return [line.removesuffix("\r") for line in f.read().split("\n")]
+
+
 def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:

@@ -139,13 +139,24 @@ def _alias_of(state: dict) -> dict[str, str]:
     return {k: v for k, v in aliases.items() if k != v}
 
 
+def check_output_name(out: str | Path) -> Path:
+    """`out` as a Path, refused unless it ends in `.pt`: `model.init_from` takes only such a path for a
+    train.py checkpoint (anything else is read as a Hugging Face folder)."""
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise ValueError(
+            f"output {out} must end in .pt, the suffix model.init_from and export-hf expect of a checkpoint"
+        )
+    return out
+
+
 def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
     """Write `out`: the last of `paths` with `state.model` replaced by the mean over all of `paths`.
 
     Floating-point tensors are summed in fp32 and cast back; other tensors (integer buffers) and
     non-tensor entries are the last checkpoint's. Mismatched models fail naming the tensor.
     """
-    out = Path(out)
+    out = check_output_name(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
     if not paths:

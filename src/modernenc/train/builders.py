@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,15 +100,34 @@ def build_loggers(cfg: DictConfig) -> list[LoggerDestination]:
     return loggers
 
 
+# What a run writes into its save folder, besides composer's `*.pt` checkpoints.
+RUN_OUTPUTS = ("best-hf", "final-hf", "eval", "curves.png", "DONE")
+
+
 def check_save_folder(cfg: DictConfig) -> None:
-    """Refuse to write into another run's checkpoints unless resuming it or `force=true`."""
+    """Refuse to write into another run's checkpoints unless resuming it or `force=true`; with `force`,
+    remove that run's outputs first, so nothing of it (a checkpoint to average, a best model, a report)
+    is left beside the new run's."""
     folder = Path(cfg.save_folder)
     existing = sorted(folder.glob("*.pt")) if folder.is_dir() else []
-    if existing and not (cfg.autoresume or cfg.force):
+    if not existing or cfg.autoresume:
+        return
+    if not cfg.force:
         raise ConfigError(
             f"{folder} already holds checkpoints ({existing[0].name}, ...); set autoresume=true to "
             f"continue that run, force=true to replace it, or choose another run_name"
         )
+    if dist.get_local_rank() != 0:
+        return
+    outputs = [
+        p for p in (*existing, *(folder / name for name in RUN_OUTPUTS)) if p.exists() or p.is_symlink()
+    ]
+    for path in outputs:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)  # another node may share the folder
+        else:
+            path.unlink(missing_ok=True)
+    print(f"force=true: removed the earlier run's {', '.join(p.name for p in outputs)} from {folder}")
 
 
 def build_mlm_parts(cfg: DictConfig) -> TaskParts:
@@ -179,8 +199,19 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
         patience = cfg.evaluation.early_stopping_patience
         callbacks.append(BestCheckpoint(best_dir, "F1", patience, tokenizer=cfg.data.tokenizer))
 
+    if evaluation is None:
+        print(
+            f"note: no data.eval, so no best-model selection, early stopping or decision thresholds; "
+            f"the final model goes to {Path(cfg.save_folder) / 'final-hf'}"
+        )
+
     def finish(trainer: Trainer) -> None:
-        if dist.get_global_rank() != 0 or evaluation is None:
+        if dist.get_global_rank() != 0:
+            return
+        if evaluation is None:
+            final_dir = Path(cfg.save_folder) / "final-hf"
+            model.save_pretrained(final_dir, tokenizer_path=cfg.data.tokenizer, overwrite=True)
+            print(f"==> final model in {final_dir} (no thresholds.json: predict uses 0.5 unless told)")
             return
         best = model_class.from_pretrained(best_dir)
         if len(names) != 2 or token_level:

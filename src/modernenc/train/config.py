@@ -87,7 +87,7 @@ class SchedulerConfig:
 class EvaluationConfig:
     """Classification only: how the best checkpoint and the decision thresholds are chosen."""
 
-    positive_label: str | None = None  # the event to detect; default: class 1 of a binary task
+    positive_label: str | None = None  # the event to detect; default: of two labels, the one not 0/false/no/O
     target_recall: float = 0.95  # a threshold is chosen on `data.eval` to reach this sensitivity
     early_stopping_patience: int = 3  # evaluations without a better validation F1; 0 turns it off
 
@@ -161,6 +161,9 @@ def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> Di
         loaded = OmegaConf.load(path)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    malformed = [o for o in overrides or [] if "=" not in o]
+    if malformed:
+        raise ConfigError(f"override {malformed[0]!r} is not key=value (e.g. optimizer.lr=3e-4)")
     try:
         merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(overrides or []))
         missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
@@ -196,10 +199,9 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
             raise ConfigError(
                 f"{path}: {key}={value!r} is not a duration like '100ba', '2ep' or '0.1dur'"
             ) from None
-        if parsed.value < 0 or (key == "max_duration" and parsed.value == 0):
-            raise ConfigError(
-                f"{path}: {key}={value!r} must be {'positive' if key == 'max_duration' else '>= 0'}"
-            )
+        must_be_positive = key in ("max_duration", "eval_interval", "save_interval")
+        if parsed.value < 0 or (must_be_positive and parsed.value == 0):
+            raise ConfigError(f"{path}: {key}={value!r} must be {'positive' if must_be_positive else '>= 0'}")
     if cfg.model.task == "mlm" and str(cfg.max_duration).endswith("ep"):
         uses_dur = [k for k in ("t_warmup", "t_decay") if str(cfg.scheduler[k] or "").endswith("dur")]
         if uses_dur:  # composer converts 'dur' with the dataloader's length, which a stream does not have
@@ -211,6 +213,20 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
         raise ConfigError(f"{path}: precision={cfg.precision!r}; choose 'fp32' or 'amp_bf16'")
     if cfg.grad_clip_norm is not None and cfg.grad_clip_norm < 0:
         raise ConfigError(f"{path}: grad_clip_norm={cfg.grad_clip_norm} must be >= 0 (0 or null: off)")
+    if cfg.device not in (None, "cpu", "gpu"):
+        raise ConfigError(f"{path}: device={cfg.device!r}; choose 'cpu', 'gpu' or null (gpu when available)")
+    betas = list(cfg.optimizer.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"{path}: optimizer.betas={betas} must be two numbers in [0, 1), e.g. [0.9, 0.98]")
+    if not 0 < cfg.evaluation.target_recall <= 1:
+        raise ConfigError(
+            f"{path}: evaluation.target_recall={cfg.evaluation.target_recall} must be in (0, 1]"
+        )
+    if cfg.evaluation.early_stopping_patience < 0:
+        raise ConfigError(
+            f"{path}: evaluation.early_stopping_patience={cfg.evaluation.early_stopping_patience} must be "
+            ">= 0 (0: never stop early)"
+        )
     _check_fsdp(cfg, path)
     _check_batch_sizes(cfg, path)
 

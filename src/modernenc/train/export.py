@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +27,35 @@ MODEL_CLASSES: dict[str, type[ModernEncoderPreTrainedModel]] = {
     )
 }
 EXTRA_STATE_KEY = "_extra_state"  # ModernEncoderComposerModel.get_extra_state
+# The `transformers` Auto class that loads each exported architecture.
+AUTO_CLASSES = {
+    ModernEncoderForMaskedLM.hf_architecture: "AutoModelForMaskedLM",
+    ModernEncoderForSequenceClassification.hf_architecture: "AutoModelForSequenceClassification",
+    ModernEncoderForTokenClassification.hf_architecture: "AutoModelForTokenClassification",
+}
+# What torch.load raises on a file that is not a pickle or torch zip (JSONL, safetensors, empty, truncated).
+_UNREADABLE = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, ImportError, AttributeError)
 
 
 def _read_composer_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """The model description (config, architecture) and weights inside a train.py checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"checkpoint {path} is a folder; expected a .pt file written by train.py, "
+            f"e.g. {path / 'latest-rank0.pt'}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    not_ours = f"{path} is not a composer checkpoint written by train.py"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state"]["model"]
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} is not a composer checkpoint ({err})") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except _UNREADABLE as err:
+        raise ValueError(f"{not_ours} (torch.load cannot read it: {err})") from None
+    state = checkpoint.get("state") if isinstance(checkpoint, dict) else None
+    state = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{not_ours} (it has no ['state']['model'] weights)")
     extra = state.pop(EXTRA_STATE_KEY, None)
     if not isinstance(extra, dict) or extra.get("architecture") not in MODEL_CLASSES:
         raise ValueError(f"{path} was not written by modernenc's train.py (no model config inside)")
@@ -79,3 +99,9 @@ def export_to_hf(
 ) -> Path:
     model = load_composer_checkpoint(checkpoint)
     return model.save_pretrained(out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
+
+
+def auto_class_of(hf_dir: str | Path) -> str:
+    """The `transformers` Auto class that loads an exported folder, from its config.json architecture."""
+    architectures = json.loads((Path(hf_dir) / "config.json").read_text())["architectures"]
+    return AUTO_CLASSES.get(architectures[0], "AutoModel")

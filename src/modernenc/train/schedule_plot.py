@@ -68,6 +68,8 @@ def simulate_schedule(
     """
     if not 0 < packing_efficiency <= 1:
         raise ValueError(f"packing_efficiency must be in (0, 1], got {packing_efficiency}")
+    if world_size is not None and world_size < 1:  # 0 would silently fall back to $WORLD_SIZE
+        raise ValueError(f"world_size (the number of ranks) must be at least 1, got {world_size}")
     _check_unit("max_duration", cfg.max_duration)
     _check_unit("scheduler.t_warmup", cfg.scheduler.t_warmup)
     _check_unit("scheduler.t_decay", cfg.scheduler.t_decay)
@@ -124,8 +126,17 @@ def simulate_schedule(
     return out
 
 
-def plot_schedule(schedule: Schedule, path: str | Path, title: str = "") -> Path:
+def check_output(path: str | Path, overwrite: bool = False) -> Path:
+    """`path` as a Path; an existing file is refused unless `overwrite` (--force)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
+    return path
+
+
+def plot_schedule(schedule: Schedule, path: str | Path, title: str = "", overwrite: bool = False) -> Path:
     """Two panels over training tokens: learning rate, and global batch size (sequences)."""
+    path = check_output(path, overwrite)
     import matplotlib
     import numpy as np
 
@@ -147,7 +158,6 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str = "") -> Path
     )
     secondary.set_xlabel("optimizer step")
     fig.tight_layout()
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
