@@ -25,6 +25,7 @@ from optimi import StableAdamW
 from transformers import ModernBertConfig, ModernBertForMaskedLM
 
 from modernenc import ModernEncoderConfig, ModernEncoderForMaskedLM
+from modernenc.train.flops import model_flops
 
 MASK_ID = 50284
 
@@ -56,19 +57,6 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, runs: int = 5) -> float:
         a @ b
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times)
-
-
-def train_flops(cfg: ModernEncoderConfig, lengths: np.ndarray, masked: int) -> float:
-    """Forward + backward FLOPs (3x forward) of one step: linear layers, attention scores, MLM head."""
-    d, layers = cfg.hidden_size, cfg.num_hidden_layers
-    per_token = 2 * (d * 3 * d + d * d + d * 2 * cfg.intermediate_size + cfg.intermediate_size * d) * layers
-    tokens = int(lengths.sum())
-    attention = 0.0
-    for i in range(layers):
-        keys = lengths if cfg.is_global_layer(i) else np.minimum(lengths, cfg.local_attention + 1)
-        attention += 4 * d * float((lengths * keys).sum())
-    head = masked * 2 * (d * d + d * cfg.vocab_size)
-    return 3 * (per_token * tokens + attention + head)
 
 
 def main() -> None:
@@ -142,7 +130,7 @@ def main() -> None:
     peak = matmul_peak(torch.bfloat16 if args.dtype == "bf16" else torch.float32, n=args.peak_size)
 
     tokens, masked = int(lengths.sum()), int(real.logical_and(labels != -100).sum())
-    flops = train_flops(cfg, lengths, masked)
+    flops = model_flops(cfg, ours.model.num_parameters(exclude_embeddings=True), lengths.tolist(), masked)
     print(
         f"shape={args.shape} dtype={args.dtype} threads={args.threads} steps={args.steps}x{args.repeats} "
         f"batch=16 docs, {tokens} real / {inputs.numel()} padded tokens, {masked} masked"

@@ -17,6 +17,7 @@ from modernenc.data.corpus import read_wikiextractor
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.mds import prepare_output_dir, write_mds_corpus
 from modernenc.train.builders import build_trainer
+from modernenc.train.callbacks import TrainingCurves
 from modernenc.train.config import ConfigError, load_config
 from modernenc.train.export import export_to_hf, load_composer_checkpoint
 
@@ -87,6 +88,22 @@ def test_missing_data_fails_before_the_model_is_built(tmp_path, wiki_shards):
         build_trainer(cfg)
 
 
+def test_shards_longer_than_max_seq_len_are_refused(tmp_path, wiki_shards):
+    """Packing would take the 128-token chunks whole: training at 64 would silently see 128."""
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), ["data.max_seq_len=64"])
+    with pytest.raises(ConfigError, match=r"sequences of up to 128 tokens, longer than data\.max_seq_len=64"):
+        build_trainer(cfg)
+
+
+def test_empty_validation_split_is_named(tmp_path, wiki_shards):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "index.json").write_text('{"version": 2, "shards": []}')
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.eval={empty}"])
+    with pytest.raises(ConfigError, match=r"data\.eval: .* holds no samples"):
+        build_trainer(cfg)
+
+
 def losses_of(trainer, key: str = "loss/train/total") -> dict[int, float]:
     logger = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
     return {int(ts.batch): float(v) for ts, v in logger.data[key]}
@@ -104,6 +121,8 @@ def straight_run(tmp_path_factory, wiki_shards) -> tuple[Path, dict[int, float]]
     trainer.fit()
     losses = losses_of(trainer)
     STEP_LOGS["config"] = cfg
+    curves = next(c for c in trainer.state.callbacks if isinstance(c, TrainingCurves))
+    STEP_LOGS["curves_loss"] = dict(curves.history["loss"])
     for key in (
         "trainer/global_batch_size",
         "trainer/grad_accum_steps",
@@ -113,6 +132,13 @@ def straight_run(tmp_path_factory, wiki_shards) -> tuple[Path, dict[int, float]]
         STEP_LOGS[key] = losses_of(trainer, key)
     trainer.close()
     return folder / "run", losses
+
+
+def test_curves_plot_each_steps_loss_over_all_its_micro_batches(straight_run):
+    _, losses = straight_run
+    assert STEP_LOGS["trainer/grad_accum_steps"][4] == 2  # the last steps accumulate two micro-batches
+    # Logged during step b (0-based), plotted at its end (1-based): same steps, same order.
+    assert list(STEP_LOGS["curves_loss"].values()) == pytest.approx(list(losses.values()), rel=1e-6)
 
 
 def test_batch_size_warmup_steps_up_with_grad_accum(straight_run):

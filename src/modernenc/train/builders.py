@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -65,17 +66,39 @@ def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
     return ModernEncoderComposerModel(_init_model(ModernEncoderForMaskedLM, cfg, **overrides))
 
 
+def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
+    """Fail before training on a folder with no shards, no samples, or sequences longer than the run's."""
+    from modernenc.data.mds import REPORT_FILE
+
+    index_file = folder / "index.json"
+    if not index_file.is_file():
+        raise ConfigError(
+            f"{key}: no MDS shards at {folder} (expected {index_file}); "
+            f"prepare them with data_prep/prepare_corpus.py"
+        )
+    if not json.loads(index_file.read_text()).get("shards"):
+        raise ConfigError(
+            f"{key}: {folder} holds no samples (its index.json lists no shards); prepare more documents, "
+            f"or a larger --validation-fraction for a validation split"
+        )
+    report_file = folder.parent / REPORT_FILE  # written by prepare_corpus beside the split folders
+    prepared = json.loads(report_file.read_text()).get("max_length", 0) if report_file.is_file() else 0
+    if prepared > max_seq_len:
+        raise ConfigError(
+            f"{key}: {folder} holds sequences of up to {prepared} tokens, longer than "
+            f"data.max_seq_len={max_seq_len}; prepare shards with --max-length {max_seq_len} or raise "
+            f"data.max_seq_len"
+        )
+
+
 def build_stream(cfg: DictConfig, split: str):
     from modernenc.data.streaming_dataset import build_packed_mlm_stream
 
     data = cfg.data
     folder = data.train if split == "train" else data.eval
     is_remote = "://" in folder
-    if not is_remote and not Path(folder, "index.json").is_file():
-        raise ConfigError(
-            f"data.{split}: no MDS shards at {folder} (expected {folder}/index.json); "
-            f"prepare them with data_prep/prepare_corpus.py"
-        )
+    if not is_remote:
+        check_local_shards(Path(folder), f"data.{split}", data.max_seq_len)
     return build_packed_mlm_stream(
         None if is_remote else folder,
         remote=folder if is_remote else None,
@@ -83,7 +106,7 @@ def build_stream(cfg: DictConfig, split: str):
         capacity=data.micro_batch_size * data.max_seq_len,
         mlm_probability=data.mlm_probability if split == "train" else data.eval_mlm_probability,
         seed=data.seed,
-        buffer_size=data.buffer_size,
+        buffer_size=data.buffer_size or max(128, 16 * data.micro_batch_size),
         num_workers=data.num_workers,
         shuffle=split == "train",
     )

@@ -30,16 +30,20 @@ class PackedStreamState(Callback):
 
 
 class PackingMetrics(Callback):
-    """Logs packing efficiency, real tokens/s, sequences per micro-batch and (given `model` and
-    `peak_flops`) MFU for each training step; a step is one packed micro-batch or a list of them."""
+    """Logs packing efficiency, real tokens/s, sequences per micro-batch and (given the MLM `model` and
+    `peak_flops`) MFU for each training step; a step is one packed micro-batch or a list of them.
+
+    A step's time runs from the data fetch to the end of the update: masking and packing run in the
+    training process, before composer's batch start, and would otherwise not show in tokens/s or MFU.
+    """
 
     def __init__(self, model=None, peak_flops: float | None = None) -> None:
         self._start = 0.0
-        self.model = model  # a ModernEncoderPreTrainedModel
+        self.model = model  # a ModernEncoderForMaskedLM
         self.peak_flops = peak_flops
-        self._params = model.num_parameters(exclude_embeddings=True) if model is not None else 0
+        self._encoder_params = model.model.num_parameters(exclude_embeddings=True) if model is not None else 0
 
-    def batch_start(self, state: State, logger: Logger) -> None:
+    def before_dataloader(self, state: State, logger: Logger) -> None:
         self._start = time.perf_counter()
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -54,7 +58,7 @@ class PackingMetrics(Callback):
         if self.model is not None and self.peak_flops:
             from modernenc.train.flops import training_flops
 
-            flops = training_flops(self.model.config, self._params, micro)
+            flops = training_flops(self.model.config, self._encoder_params, micro)
             metrics["throughput/mfu"] = flops / elapsed / self.peak_flops
         logger.log_metrics(metrics)
 
@@ -113,7 +117,10 @@ class TrainingCurves(Callback):
 
     def batch_end(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch)
-        loss = state.loss if not isinstance(state.loss, dict) else state.loss.get("total")
+        # The step's loss over all its micro-batches; `state.loss` holds only the last micro-batch's.
+        loss = state.total_loss_dict.get("loss/train/total", state.loss)
+        if isinstance(loss, dict):
+            loss = loss.get("total")
         if loss is not None:
             self.history["loss"].append((step, float(loss)))
         self.history["lr"].append((step, float(state.optimizers[0].param_groups[0]["lr"])))

@@ -50,9 +50,12 @@ def _classify(module: nn.Module, param: nn.Parameter) -> str:
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, decay_embeddings: bool = False
+    model: nn.Module, weight_decay: float, decay_embeddings: bool = True
 ) -> list[dict[str, Any]]:
     """Split trainable parameters into decay / no-decay / embedding groups, each parameter once.
+
+    ModernBERT decays embeddings (its grouping exempts only 1-D tensors and biases), hence the default;
+    the separate group lets `decay_embeddings=False` exempt them, as some BERT recipes do.
 
     A tied parameter (e.g. token embeddings shared with the MLM decoder) is an embedding if any of its
     owners is an `nn.Embedding`, so the decoder's `Linear` cannot pull it into the decay group.
@@ -84,7 +87,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-6,
     weight_decay: float = 1e-5,
-    decay_embeddings: bool = False,
+    decay_embeddings: bool = True,
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
     """Build a registered optimizer over `model` with ModernBERT's defaults (betas, eps, weight decay).
