@@ -104,6 +104,15 @@ def test_empty_validation_split_is_named(tmp_path, wiki_shards):
         build_trainer(cfg)
 
 
+def test_corrupt_index_is_named_with_its_key(tmp_path, wiki_shards):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "index.json").write_text("{oops")
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.eval={corrupt}"])
+    with pytest.raises(ConfigError, match=r"data\.eval: corrupt MDS index .*corrupt/index\.json"):
+        build_trainer(cfg)
+
+
 def losses_of(trainer, key: str = "loss/train/total") -> dict[int, float]:
     logger = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
     return {int(ts.batch): float(v) for ts, v in logger.data[key]}

@@ -137,15 +137,21 @@ class TokenStreamingDataset(StreamingDataset):
         return np.asarray(sample["input_ids"], dtype=np.int64)
 
 
+def read_index_shards(folder: Path) -> list[dict[str, Any]]:
+    """The shard entries listed in a local MDS folder's ``index.json``; a corrupt index names the file."""
+    index = folder / "index.json"
+    try:
+        return json.loads(index.read_text())["shards"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ShardReadError(f"corrupt MDS index {index}: {err}") from err
+
+
 def _check_local_index(folder: Path, check_shards: bool) -> None:
     """Fail fast, naming the file, when a local dataset lacks its index or a shard listed in it."""
     index = folder / "index.json"
     if not index.is_file():
         raise FileNotFoundError(f"no MDS index at {index}; run data_prep/prepare_corpus.py first")
-    try:
-        shards = json.loads(index.read_text())["shards"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise ShardReadError(f"corrupt MDS index {index}: {err}") from err
+    shards = read_index_shards(folder)
     if not check_shards:
         return
     for shard in shards:

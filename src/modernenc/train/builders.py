@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -68,7 +67,8 @@ def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
 
 def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
     """Fail before training on a folder with no shards, no samples, or sequences longer than the run's."""
-    from modernenc.data.mds import REPORT_FILE
+    from modernenc.data.mds import REPORT_FILE, read_report
+    from modernenc.data.streaming_dataset import ShardReadError, read_index_shards
 
     index_file = folder / "index.json"
     if not index_file.is_file():
@@ -76,13 +76,17 @@ def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
             f"{key}: no MDS shards at {folder} (expected {index_file}); "
             f"prepare them with data_prep/prepare_corpus.py"
         )
-    if not json.loads(index_file.read_text()).get("shards"):
+    try:
+        shards = read_index_shards(folder)
+    except ShardReadError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    if not shards:
         raise ConfigError(
             f"{key}: {folder} holds no samples (its index.json lists no shards); prepare more documents, "
             f"or a larger --validation-fraction for a validation split"
         )
-    report_file = folder.parent / REPORT_FILE  # written by prepare_corpus beside the split folders
-    prepared = json.loads(report_file.read_text()).get("max_length", 0) if report_file.is_file() else 0
+    corpus = folder.parent  # prepare_corpus writes its report beside the split folders
+    prepared = read_report(corpus).get("max_length", 0) if (corpus / REPORT_FILE).is_file() else 0
     if prepared > max_seq_len:
         raise ConfigError(
             f"{key}: {folder} holds sequences of up to {prepared} tokens, longer than "

@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from modernenc.data.packing import IGNORE_INDEX
 from modernenc.model.config import ModernEncoderConfig
-
-IGNORE_INDEX = -100
 
 
 def document_lengths(micro_batch: dict[str, Any]) -> list[int]:
