@@ -17,7 +17,7 @@ import sys
 from modernenc.data.corpus import FORMATS, iter_documents
 from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
 from modernenc.data.masking import load_tokenizer
-from modernenc.data.mds import prepare_output_dir, write_mds_corpus
+from modernenc.data.mds import check_output_dir, staged_output_dir, write_mds_corpus
 
 EXAMPLE = """example:
   python data_prep/prepare_corpus.py --input /work/shared/data/pubmed --format jsonl --text-field text \\
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --validation-fraction must be in [0, 1)", file=sys.stderr)
         return 2
     try:
-        out = prepare_output_dir(args.output, args.force)
+        out = check_output_dir(args.output, args.force)
         tokenizer = load_tokenizer(args.tokenizer)
         decontaminator = None
         if args.decontaminate:
@@ -95,17 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             hf_split=args.hf_split,
             hf_data_files=args.hf_data_files,
         )
-        report = write_mds_corpus(
-            documents,
-            tokenizer,
-            out,
-            max_length=args.max_length,
-            validation_fraction=args.validation_fraction,
-            split_seed=args.split_seed,
-            decontaminator=decontaminator,
-            shard_size_limit=args.shard_size,
-            progress=not args.no_progress,
-        )
+        with staged_output_dir(out) as staging:
+            report = write_mds_corpus(
+                documents,
+                tokenizer,
+                staging,
+                max_length=args.max_length,
+                validation_fraction=args.validation_fraction,
+                split_seed=args.split_seed,
+                decontaminator=decontaminator,
+                shard_size_limit=args.shard_size,
+                progress=not args.no_progress,
+            )
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -195,14 +195,16 @@ def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):
         "error: no documents were usable: read 2, skipped 2 (invalid JSON: 2), dropped 0 by "
         "decontamination; nothing was written (check --format and --text-field)\n"
     )
-    assert list(out.iterdir()) == []  # no index.json or report.json for train.py to mistake for data
+    assert not out.exists()  # no index.json or report.json for train.py to mistake for data
+    out.mkdir()
     (tmp_path / "empty.txt").touch()
-    assert run(out, [tmp_path / "empty.txt"]) == 1  # the empty folder needs no --force
+    assert run(out, [tmp_path / "empty.txt"]) == 1  # an empty folder needs no --force
     assert "no documents were usable: the input holds none" in capsys.readouterr().err
     assert list(out.iterdir()) == []
     assert run(out, [txt], "--validation-fraction", "0.99") == 1  # both lines hash below 0.99
     assert "all 2 usable documents went to the validation split" in capsys.readouterr().err
     assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "mds", "plain.txt"]  # no staging left
 
 
 def test_wikiextractor_non_utf8_document_is_reported(tmp_path):
@@ -260,6 +262,22 @@ def test_rerun_requires_force_and_force_removes_old_shards(tmp_path, capsys):
     on_disk = sorted(p.name for p in (out / "train").iterdir() if p.name != "index.json")
     assert on_disk == sorted(s["zip_data"]["basename"] for s in index["shards"]) == ["shard.00000.mds.zstd"]
     assert len(read_chunks(out)) == 1
+
+
+def test_failed_force_rerun_keeps_the_earlier_corpus(tmp_path, capsys):
+    src, _ = pubmed_slice(tmp_path, 3)
+    out = tmp_path / "mds"
+    assert run(out, [src]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text("not json\n")
+    (tmp_path / ".mds.partial").mkdir()  # what a killed run leaves
+    assert run(out, [bad_json], "--force") == 1  # fails after tokenizing started
+    assert "no documents were usable" in capsys.readouterr().err
+    assert run(out, [tmp_path / "missing"], "--force") == 1
+    assert run(out, [src], "--force", "--tokenizer", str(tmp_path / "no-tokenizer.json")) == 1
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / ".mds.partial").exists()
 
 
 def test_force_refuses_to_wipe_a_foreign_folder(tmp_path, capsys):
@@ -323,6 +341,16 @@ def test_decontamination_from_jsonl_eval_set(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["decontaminated"] == 1 and report["documents_written"]["train"] == 5
     assert report["eval_sentences_too_short"] == 1
+
+
+def test_decontamination_set_with_a_bad_line_names_it_and_writes_nothing(tmp_path, capsys):
+    src, _ = pubmed_slice(tmp_path, 2)
+    eval_set = tmp_path / "eval.jsonl"
+    eval_set.write_text('{"text": "a b c d e f"}\n{"text": broken\n')
+    out = tmp_path / "mds"
+    assert run(out, [src], "--decontaminate", str(eval_set)) == 1
+    assert capsys.readouterr().err.startswith(f"error: decontamination set {eval_set}:2 is not valid JSON")
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ Hugging Face datasets + CLI surface

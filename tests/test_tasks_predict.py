@@ -34,7 +34,7 @@ MAX_LENGTH = 40  # small, so the long text below gets truncated
 TEXTS = [
     "Aspirin caused severe nausea.",
     "The patient was given 5 mg of warfarin daily for atrial fibrillation without complications.",
-    "",  # empty text: [CLS][SEP] only
+    "?",  # one token: [CLS] ? [SEP]
     "Rash.",
     "Hepatotoxicity développée après l'administration de paracétamol à forte dose — naïve patient 😷.",
     "Long " + "treatment with methotrexate led to pancytopenia and " * 8 + "hospitalisation.",
@@ -164,9 +164,9 @@ def test_txt_and_csv_inputs_give_the_same_probabilities(model_dir, tmp_path):
 def test_batch_size_and_bf16_do_not_change_results_much(model_dir):
     model, tokenizer = load_classifier(model_dir)
     ids, truncated = tokenize_texts(
-        tokenizer, TEXTS, MAX_LENGTH, model.config.cls_token_id, model.config.sep_token_id
-    )
-    assert truncated == 1 and max(map(len, ids)) == MAX_LENGTH and ids[2] == [50281, 50282]
+        tokenizer, [*TEXTS, ""], MAX_LENGTH, model.config.cls_token_id, model.config.sep_token_id
+    )  # "" ([CLS][SEP] only) is refused by predict_file but must not break a packed batch
+    assert truncated == 1 and max(map(len, ids)) == MAX_LENGTH and ids[-1] == [50281, 50282]
     one = predict_probabilities(model, ids, batch_size=5, progress=False)  # 7 batches, last one short
     many = predict_probabilities(model, ids, batch_size=64, progress=False)
     bf16 = predict_probabilities(model, ids, batch_size=64, dtype="bf16", progress=False)
@@ -226,6 +226,9 @@ def test_input_errors_name_the_problem(tmp_path):
         read_inputs(tmp_path / "in.xlsx")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_inputs(tmp_path / "missing.txt")
+    (tmp_path / "blank.csv").write_text('text\nfine\n""\nok\n" "\n')
+    with pytest.raises(ValueError, match=r"blank\.csv: 2 row\(s\) have an empty 'text' \(rows 2, 4\)"):
+        read_inputs(tmp_path / "blank.csv")
 
 
 def test_cli_refuses_to_overwrite_without_force(model_dir, tmp_path, capsys):

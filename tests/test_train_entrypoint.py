@@ -15,7 +15,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from modernenc.data.corpus import read_wikiextractor
 from modernenc.data.masking import load_tokenizer
-from modernenc.data.mds import prepare_output_dir, write_mds_corpus
+from modernenc.data.mds import write_mds_corpus
 from modernenc.train.builders import build_trainer
 from modernenc.train.callbacks import TrainingCurves
 from modernenc.train.config import ConfigError, load_config
@@ -27,7 +27,7 @@ TOKENIZER = SHARED_DATA / "tokenizers" / "modernbert"
 
 @pytest.fixture(scope="module")
 def wiki_shards(tmp_path_factory) -> Path:
-    out = prepare_output_dir(tmp_path_factory.mktemp("wiki") / "mds", force=False)
+    out = tmp_path_factory.mktemp("wiki") / "mds"
     docs = list(read_wikiextractor(SHARED_DATA / "wikipedia_en" / "AA" / "wiki_00"))[:20]
     write_mds_corpus(docs, load_tokenizer(TOKENIZER), out, max_length=128, progress=False)
     return out / "train"

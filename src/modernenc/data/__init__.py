@@ -11,7 +11,14 @@ from modernenc.data.masking import (
     mask_tokens,
     special_and_random_ids,
 )
-from modernenc.data.mds import CorpusReport, assign_split, chunk_tokens, prepare_output_dir, write_mds_corpus
+from modernenc.data.mds import (
+    CorpusReport,
+    assign_split,
+    check_output_dir,
+    chunk_tokens,
+    staged_output_dir,
+    write_mds_corpus,
+)
 from modernenc.data.packing import IGNORE_INDEX, SequencePacker, pack_sequences
 from modernenc.data.streaming_dataset import (
     PackedStreamingDataset,
@@ -36,14 +43,15 @@ __all__ = [
     "assign_split",
     "batch_size_at",
     "build_packed_mlm_stream",
+    "check_output_dir",
     "chunk_tokens",
     "iter_documents",
     "load_eval_sentences",
     "load_tokenizer",
     "mask_tokens",
     "pack_sequences",
-    "prepare_output_dir",
     "special_and_random_ids",
+    "staged_output_dir",
     "split_global_batch",
     "write_mds_corpus",
 ]

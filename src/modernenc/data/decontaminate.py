@@ -13,6 +13,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from modernenc.tasks.tables import read_lines
+
 _WORD_RE = re.compile(r"\w+")
 
 
@@ -25,12 +27,12 @@ def _ade_sentences(folder: Path) -> list[str]:
     out = []
     for name in ("DRUG-AE.rel", "DRUG-DOSE.rel"):
         if (folder / name).exists():
-            for line in (folder / name).read_text(encoding="utf-8").splitlines():
+            for line in read_lines(folder / name):
                 parts = line.split("|")
                 if len(parts) > 1:
                     out.append(parts[1])
     if (folder / "ADE-NEG.txt").exists():
-        for line in (folder / "ADE-NEG.txt").read_text(encoding="utf-8").splitlines():
+        for line in read_lines(folder / "ADE-NEG.txt"):
             parts = line.split(" ", 2)
             if len(parts) == 3 and parts[1] == "NEG":
                 out.append(parts[2])
@@ -51,13 +53,18 @@ def load_eval_sentences(path: str | Path, text_field: str = "text") -> list[str]
         raise FileNotFoundError(f"decontamination set {path} does not exist")
     if path.suffix in (".jsonl", ".json"):
         out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                value = json.loads(line).get(text_field)
-                if isinstance(value, str):
-                    out.append(value)
+        for number, line in enumerate(read_lines(path), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"decontamination set {path}:{number} is not valid JSON: {err}") from None
+            value = row.get(text_field) if isinstance(row, dict) else None
+            if isinstance(value, str):
+                out.append(value)
         return out
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in read_lines(path) if line.strip()]
 
 
 class Decontaminator:

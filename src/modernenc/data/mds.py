@@ -13,7 +13,8 @@ import hashlib
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,11 @@ def _is_our_output(out: Path) -> bool:
     return (out / REPORT_FILE).exists() or any((out / s / "index.json").exists() for s in SPLITS)
 
 
-def prepare_output_dir(out: str | Path, force: bool) -> Path:
-    """Refuse to write into a non-empty folder unless ``force``; then delete old shards so none survive."""
+def check_output_dir(out: str | Path, force: bool) -> Path:
+    """Refuse a non-empty folder unless ``force``, and even then one that is not a prepared corpus.
+
+    Only checks: the folder is replaced by ``staged_output_dir`` once the new corpus is complete.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a folder")
@@ -76,10 +80,32 @@ def prepare_output_dir(out: str | Path, force: bool) -> Path:
                 f"output folder {out} is not empty and does not look like a prepared corpus "
                 f"(no {REPORT_FILE} or */index.json); refusing to delete it even with --force"
             )
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextmanager
+def staged_output_dir(out: str | Path) -> Iterator[Path]:
+    """A hidden sibling folder to write a corpus into; it replaces ``out``'s contents only on success.
+
+    A failed, interrupted or killed run leaves ``out`` as it was (an earlier corpus survives a bad
+    ``--force`` re-run), and never a half-written corpus that would pass for a whole one.
+    """
+    out = Path(out)
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():  # left by a killed run
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():  # check_output_dir made sure these are an earlier corpus
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in staging.iterdir():
+        child.rename(out / child.name)
+    staging.rmdir()
 
 
 @dataclass

@@ -45,7 +45,7 @@ class AdeSentences:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"ADE corpus file {path} not found")
-    return path.read_text(encoding="utf-8").splitlines()
+    return read_lines(path)
 
 
 def read_raw_ade(folder: str | Path) -> list[tuple[str, int]]:

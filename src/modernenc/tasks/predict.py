@@ -237,6 +237,13 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
             raise ValueError(
                 f"{path}: row {number} has {text_column}={row.get(text_column)!r}; expected a string"
             )
+    blank = [number for number, row in enumerate(rows, 1) if not row[text_column].strip()]
+    if blank:  # a score for no text would look like a real decision downstream
+        shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(blank)} row(s) have an empty {text_column!r} (rows {shown}); "
+            "remove or fill them, there is nothing to classify"
+        )
     return rows
 
 
