@@ -129,3 +129,85 @@ def test_label_names_round_trip(tmp_path):
     ours.save_pretrained(tmp_path / "out")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
     assert reloaded.config.id2label == {0: "no_ade", 1: "ade"}
+
+
+def test_untied_decoder_loads_and_saves_as_its_own_tensor(tmp_path):
+    hf = AutoModelForMaskedLM.from_config(small_hf_config(tie_word_embeddings=False))
+    with torch.no_grad():
+        hf.decoder.weight.normal_(0, 0.5)  # unlike the embeddings, so a wrongly tied decoder shows
+    hf.save_pretrained(tmp_path / "in")
+    hf = AutoModelForMaskedLM.from_pretrained(tmp_path / "in", attn_implementation="sdpa").eval()
+    assert hf.decoder.weight is not hf.model.embeddings.tok_embeddings.weight
+    ours = ModernEncoderForMaskedLM.from_pretrained(tmp_path / "in")
+    ids, mask = padded_batch([40, 25])
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask).logits
+        assert float((ours(ids, mask).logits - expected)[mask.bool()].abs().max()) < 1e-4
+    ours.save_pretrained(tmp_path / "out")
+    assert "decoder.weight" in load_file(tmp_path / "out" / "model.safetensors")
+    back = AutoModelForMaskedLM.from_pretrained(tmp_path / "out", attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        assert float((back(input_ids=ids, attention_mask=mask).logits - expected).abs().max()) < 1e-5
+
+
+def test_from_pretrained_returns_eval_mode_like_transformers(tmp_path):
+    AutoModelForSequenceClassification.from_config(small_hf_config(classifier_dropout=0.5)).save_pretrained(
+        tmp_path
+    )
+    model = ModernEncoderForSequenceClassification.from_pretrained(tmp_path)
+    assert not model.training
+    ids, mask = padded_batch([20, 9])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask).logits, model(ids, mask).logits, atol=0, rtol=0)
+
+
+def test_a_new_label_count_replaces_the_checkpoints_label_names(mlm_checkpoint, tmp_path):
+    clf = ModernEncoderForSequenceClassification.from_pretrained(mlm_checkpoint, num_labels=5)
+    assert clf.classifier.weight.shape == (5, 64)
+    clf.save_pretrained(tmp_path / "out")
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").config.num_labels == 5
+
+
+def test_token_classifier_checkpoint_starts_a_fresh_sequence_classifier(tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    AutoModelForTokenClassification.from_config(small_hf_config()).save_pretrained(tmp_path / "tok")
+    tok = load_file(tmp_path / "tok" / "model.safetensors")
+    seq = ModernEncoderForSequenceClassification.from_pretrained(tmp_path / "tok").state_dict()
+    assert not torch.equal(seq["classifier.weight"], tok["classifier.weight"])  # same shape, fresh values
+    torch.testing.assert_close(seq["head.dense.weight"], tok["head.dense.weight"], atol=0, rtol=0)
+
+
+def test_sharded_and_dtype_and_sparse_prediction_follow_transformers(tmp_path):
+    hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert not (tmp_path / "sharded" / "model.safetensors").exists()
+    ours = ModernEncoderForMaskedLM.from_pretrained(tmp_path / "sharded")
+    ids, mask = padded_batch([30, 12])
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask).logits
+        assert float((ours(ids, mask).logits - expected)[mask.bool()].abs().max()) < 1e-4
+    ours.config.sparse_prediction = True  # a pre-training setting: exported logits keep the input's shape
+    ours.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    back = AutoModelForMaskedLM.from_pretrained(tmp_path / "bf16", dtype="auto")
+    assert back.dtype == torch.bfloat16 and not back.config.sparse_prediction
+
+
+def test_unreadable_weights_are_named(mlm_checkpoint, tmp_path, monkeypatch):
+    weights = mlm_checkpoint / "model.safetensors"
+    with pytest.raises(FileNotFoundError, match="is a file; pass the checkpoint folder that holds it"):
+        ModernEncoderForMaskedLM.from_pretrained(weights)
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{weights} is not a readable safetensors file"):
+        ModernEncoderForMaskedLM.from_pretrained(mlm_checkpoint)
+    weights.unlink()
+    (mlm_checkpoint / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="it holds pytorch_model.bin, which modernenc does not"):
+        ModernEncoderForMaskedLM.from_pretrained(mlm_checkpoint)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()  # a relative path with a typo also reads as a hub id
+    with pytest.raises(FileNotFoundError, match="checkpoint folder 'checkpoints/typo' does not exist"):
+        ModernEncoderForMaskedLM.from_pretrained("checkpoints/typo")

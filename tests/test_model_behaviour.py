@@ -315,3 +315,60 @@ def test_compile_flag_compiles_the_mlps_and_keeps_outputs():
     ids, mask = padded_batch([100, 50])
     with torch.no_grad():
         torch.testing.assert_close(compiled(ids, mask).logits, eager(ids, mask).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_inside_a_row_is_refused():
+    model = ModernEncoderModel(small_config())
+    ids, mask = padded_batch([40, 40])
+    mask[1, 10:20] = 0
+    with pytest.raises(ValueError, match=r"attention_mask rows \[1\] have padding between real tokens"):
+        model(ids, mask)
+
+
+def test_labels_shaped_unlike_the_input_are_refused():
+    ids, mask = padded_batch([10, 7])
+    mlm = ModernEncoderForMaskedLM(small_config(sparse_prediction=True))
+    with pytest.raises(ValueError, match=r"shaped like input_ids \(2, 10\); got \(2, 9\)"):
+        mlm(ids, mask, labels=ids[:, :9])
+    packed = ids[mask.bool()]
+    cu = torch.tensor([0, 10, 17], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"shaped like input_ids \(17,\); got \(16,\)"):
+        mlm(packed, cu_seqlens=cu, labels=packed[:16])
+
+
+def test_position_ids_of_a_padded_batch_are_used_like_packed_ones():
+    model = ModernEncoderModel(small_config(initializer_range=0.5)).eval()  # peaky attention: positions show
+    ids, mask = padded_batch([30, 30])
+    shifted = torch.arange(30).repeat(2, 1)
+    shifted[1, 15:] += 5  # row 1 skips 5 positions halfway (RoPE is relative: a uniform shift does nothing)
+    with torch.no_grad():
+        padded = model(ids, mask, position_ids=shifted).last_hidden_state
+        cu = torch.tensor([0, 30, 60], dtype=torch.int32)
+        packed = model(ids.flatten(), cu_seqlens=cu, position_ids=shifted.flatten()).last_hidden_state
+    torch.testing.assert_close(padded.reshape(60, -1), packed, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(padded[1], model(ids, mask).last_hidden_state[1], atol=1e-3)
+
+
+def test_packed_layout_is_checked_against_the_tokens():
+    model = ModernEncoderModel(small_config())
+    ids = torch.randint(3, 512, (50,))
+    with pytest.raises(ValueError, match=r"max_seqlen=8 is shorter than the longest packed sequence \(30\)"):
+        model(ids, cu_seqlens=torch.tensor([0, 30, 50]), max_seqlen=8)
+    with pytest.raises(ValueError, match="must not decrease"):
+        model(ids, cu_seqlens=torch.tensor([0, 40, 30, 50]))
+    with pytest.raises(ValueError, match=r"from 0 to the number of packed tokens \(50\)"):
+        model(ids, cu_seqlens=torch.tensor([0, 30, 49]))
+
+
+def test_a_batch_of_only_padding_runs():
+    ids, mask = padded_batch([0, 0], seq_len=6)
+    clf = ModernEncoderForSequenceClassification(small_config()).eval()
+    with torch.no_grad():
+        logits = clf(ids, mask).logits
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_special_token_ids_may_be_absent():
+    config = small_config(pad_token_id=None, cls_token_id=None, sep_token_id=None)
+    ids, mask = padded_batch([12, 5])
+    assert ModernEncoderModel(config)(ids, mask).last_hidden_state.shape == (2, 12, 64)

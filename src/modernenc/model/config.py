@@ -48,23 +48,25 @@ class ModernEncoderConfig:
     classifier_dropout: float = 0.0
     classifier_activation: str = "gelu"
     decoder_bias: bool = True
-    # MLM: with labels, run the head only where a label is set (ModernBERT's recipe; saves most of the
-    # vocab projection). Logits then have one row per labelled token instead of the input's shape.
-    sparse_prediction: bool = False
+    tie_word_embeddings: bool = True  # the MLM decoder shares the token-embedding matrix (ModernBERT)
     num_labels: int = 2
     id2label: dict[int, str] | None = None
     problem_type: str | None = None
-    # Special tokens.
-    pad_token_id: int = MODERNBERT_SPECIAL_IDS["pad"]
-    cls_token_id: int = MODERNBERT_SPECIAL_IDS["cls"]
-    sep_token_id: int = MODERNBERT_SPECIAL_IDS["sep"]
-    mask_token_id: int | None = MODERNBERT_SPECIAL_IDS["mask"]  # None: the vocab has no mask token
+    # Special tokens; None where the vocabulary has no such token.
+    pad_token_id: int | None = MODERNBERT_SPECIAL_IDS["pad"]
+    cls_token_id: int | None = MODERNBERT_SPECIAL_IDS["cls"]
+    sep_token_id: int | None = MODERNBERT_SPECIAL_IDS["sep"]
+    mask_token_id: int | None = MODERNBERT_SPECIAL_IDS["mask"]
     # Initialisation: truncated normal, std `initializer_range`, cut at `initializer_cutoff_factor` std.
     initializer_range: float = 0.02
     initializer_cutoff_factor: float = 2.0
     # Runtime choices; not part of the architecture, so not written to config.json.
     attn_backend: str = "auto"
     compile: bool = False
+    # MLM: with labels, run the head only where a label is set (ModernBERT's recipe; saves most of the
+    # vocab projection). Logits then have one row per labelled token instead of the input's shape.
+    # Pre-training turns it on; exported folders leave it off, so their logits keep the input's shape.
+    sparse_prediction: bool = False
 
     def __post_init__(self) -> None:
         def require(ok: bool, name: str, why: str) -> None:
@@ -113,7 +115,7 @@ class ModernEncoderConfig:
         for name in ("hidden_activation", "classifier_activation"):
             require(getattr(self, name) in ACTIVATIONS, name, f"must be one of {sorted(ACTIVATIONS)}")
         for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
-            if name == "mask_token_id" and self.mask_token_id is None:
+            if getattr(self, name) is None:
                 continue
             require(
                 0 <= getattr(self, name) < self.vocab_size,

@@ -17,7 +17,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from modernenc.model.attention import PackedLayout, resolve_backend
 from modernenc.model.config import ModernEncoderConfig
 from modernenc.model.layers import Embeddings, EncoderLayer, RotaryEmbedding, init_weights, layer_norm
-from modernenc.model.padding import Unpadded, positions_from_cu_seqlens, repad, unpad
+from modernenc.model.padding import Unpadded, check_packed_layout, positions_from_cu_seqlens, repad, unpad
 
 
 @dataclass
@@ -37,9 +37,14 @@ class PackedEncoding:
 
     def pack_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Per-token labels in the packed order (accepts `[B, S]` for padded input or `[T]`)."""
-        if self.unpadded is None:
-            return labels.reshape(-1)
-        return labels.reshape(-1)[self.unpadded.indices]
+        u = self.unpadded
+        expected = (u.batch_size, u.seq_len) if u is not None else (self.hidden.shape[0],)
+        fits = tuple(labels.shape) == expected if u is not None else labels.numel() == expected[0]
+        if not fits:  # a shifted label column would still give a finite, wrong loss
+            raise ValueError(
+                f"per-token labels must be shaped like input_ids {expected}; got {tuple(labels.shape)}"
+            )
+        return labels.reshape(-1) if u is None else labels.reshape(-1)[u.indices]
 
 
 class ModernEncoderPreTrainedModel(nn.Module):
@@ -122,19 +127,21 @@ class ModernEncoderModel(ModernEncoderPreTrainedModel):
                     f"attention_mask shape {tuple(attention_mask.shape)} does not match "
                     f"input_ids shape {tuple(input_ids.shape)}"
                 )
+            if position_ids is not None and position_ids.shape != input_ids.shape:
+                raise ValueError(
+                    f"position_ids shape {tuple(position_ids.shape)} does not match "
+                    f"input_ids shape {tuple(input_ids.shape)}"
+                )
             unpadded = unpad(input_ids, attention_mask)
-            input_ids, cu_seqlens = unpadded.input_ids, unpadded.cu_seqlens
-            max_seqlen, position_ids = unpadded.max_seqlen, unpadded.position_ids
+            input_ids, cu_seqlens, max_seqlen = unpadded.input_ids, unpadded.cu_seqlens, unpadded.max_seqlen
+            if position_ids is None:
+                position_ids = unpadded.position_ids
+            else:
+                position_ids = position_ids.reshape(-1)[unpadded.indices]
         else:
             input_ids = input_ids.reshape(-1)  # the packer may emit [1, T]
-            if int(cu_seqlens[-1]) != input_ids.shape[0] or int(cu_seqlens[0]) != 0:
-                raise ValueError(
-                    f"cu_seqlens must run from 0 to the number of packed tokens "
-                    f"({input_ids.shape[0]}); got {int(cu_seqlens[0])}..{int(cu_seqlens[-1])}"
-                )
             cu_seqlens = cu_seqlens.to(torch.int32)
-            if max_seqlen is None:
-                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if cu_seqlens.numel() > 1 else 0
+            max_seqlen = check_packed_layout(cu_seqlens, input_ids.shape[0], max_seqlen)
             if position_ids is None:
                 position_ids = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
             position_ids = position_ids.reshape(-1)

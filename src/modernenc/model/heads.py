@@ -33,7 +33,8 @@ class PredictionHead(nn.Module):
 
 
 class ModernEncoderForMaskedLM(ModernEncoderPreTrainedModel):
-    """Encoder + MLM head whose decoder shares the token-embedding matrix and keeps its own bias."""
+    """Encoder + MLM head whose decoder shares the token-embedding matrix (unless `tie_word_embeddings` is
+    off) and keeps its own bias."""
 
     hf_architecture = "ModernBertForMaskedLM"
 
@@ -43,7 +44,8 @@ class ModernEncoderForMaskedLM(ModernEncoderPreTrainedModel):
         self.head = PredictionHead(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
         self.post_init(exclude=self.model)
-        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        if config.tie_word_embeddings:
+            self.decoder.weight = self.model.embeddings.tok_embeddings.weight
 
     def forward(
         self,

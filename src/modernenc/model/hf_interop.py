@@ -1,7 +1,7 @@
 """Read and write `transformers` ModernBERT checkpoints (`config.json` + `model.safetensors`).
 
 Module names match `transformers`' ModernBert classes, so weights map name for name; the only
-translation is the config, and the tied decoder weight, which is not stored.
+translation is the config, and the tied decoder weight, which is not stored (unless untied).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"  # a checkpoint sharded over several files
 CONFIG_NAME = "config.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -34,7 +35,7 @@ TOKENIZER_FILES = (
 # The decision thresholds fine-tuning chose for the weights beside them (`tasks.predict`): stale once the
 # weights are replaced, so overwriting a folder removes it.
 THRESHOLDS_FILE = "thresholds.json"
-# Tensors that exist in the module but are never stored: the decoder shares the embedding matrix.
+# Tensors that exist in the module but are not stored when tied: the decoder shares the embedding matrix.
 TIED_KEYS = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 # `transformers` options that would add parameters modernenc does not have.
 UNSUPPORTED_TRUE_FLAGS = ("norm_bias", "attention_bias", "mlp_bias", "classifier_bias")
@@ -59,12 +60,12 @@ SHARED_FIELDS = (
     "classifier_dropout",
     "classifier_activation",
     "decoder_bias",
+    "tie_word_embeddings",
     "pad_token_id",
     "cls_token_id",
     "sep_token_id",
     "initializer_range",
     "initializer_cutoff_factor",
-    "sparse_prediction",
     "num_labels",
     "problem_type",
 )
@@ -74,12 +75,23 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint's tensors do not fit the model: names which are missing, unexpected or mis-shaped."""
 
 
+def tied_keys(model: torch.nn.Module) -> set[str]:
+    """The keys of `model`'s state dict that alias another tensor and are not stored."""
+    if hasattr(model, "decoder") and model.config.tie_word_embeddings:
+        return set(TIED_KEYS)
+    return set()
+
+
 def resolve_checkpoint_dir(path_or_hub_id: str | Path) -> Path:
     """A local folder as is; otherwise a hub id, downloaded (or found in the cache) with huggingface_hub."""
     path = Path(path_or_hub_id).expanduser()
     if path.is_dir():
         return path
     name = str(path_or_hub_id)
+    if path.is_file():
+        raise FileNotFoundError(
+            f"{name!r} is a file; pass the checkpoint folder that holds it ({path.parent})"
+        )
     looks_like_hub_id = name.count("/") <= 1 and not name.startswith((".", "/", "~")) and not path.suffix
     if not looks_like_hub_id:
         raise FileNotFoundError(f"checkpoint folder {name!r} does not exist")
@@ -95,6 +107,11 @@ def resolve_checkpoint_dir(path_or_hub_id: str | Path) -> Path:
                 )
             )
     except Exception as err:  # offline, unknown repo, no network: all end the same way for the user
+        if "/" in name and path.parent.is_dir():  # e.g. a mistyped checkpoints/run
+            raise FileNotFoundError(
+                f"checkpoint folder {name!r} does not exist (nor could it be loaded as a Hugging Face hub "
+                f"id: {type(err).__name__})"
+            ) from None
         raise OSError(
             f"Could not load {name!r} from the Hugging Face hub ({type(err).__name__}); "
             f"pass the path of a local checkpoint folder instead."
@@ -120,6 +137,13 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
             f"checkpoint uses rope_scaling={full['rope_scaling']}; modernenc supports plain RoPE only"
         )
     values = {k: full[k] for k in SHARED_FIELDS if k in full}
+    # Read for parity with transformers, which then returns compacted MLM logits; never written.
+    values["sparse_prediction"] = bool(full.get("sparse_prediction"))
+    if values["sparse_prediction"] and full.get("sparse_pred_ignore_index", -100) != -100:
+        raise ValueError(
+            f"checkpoint sets sparse_pred_ignore_index={full['sparse_pred_ignore_index']}; modernenc "
+            "ignores label -100 only"
+        )
     if values.get("local_rope_theta") is None:
         values["local_rope_theta"] = values["global_rope_theta"]
     # ModernBertConfig has no mask_token_id; ours is written alongside. Older folders get ModernBERT's id
@@ -132,11 +156,15 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
     if label_names:
         values["num_labels"] = len(label_names)
         values["id2label"] = {int(k): v for k, v in label_names.items()}
+    if overrides.get("num_labels", values.get("num_labels")) != values.get("num_labels"):
+        values.pop("id2label", None)  # a new label count: the checkpoint's names no longer apply
     values.update(overrides)
     return ModernEncoderConfig.from_dict(values)
 
 
-def config_to_hf_dict(config: ModernEncoderConfig, architecture: str) -> dict[str, Any]:
+def config_to_hf_dict(
+    config: ModernEncoderConfig, architecture: str, dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
     from transformers import ModernBertConfig
 
     values = {k: getattr(config, k) for k in SHARED_FIELDS}
@@ -154,7 +182,7 @@ def config_to_hf_dict(config: ModernEncoderConfig, architecture: str) -> dict[st
         architectures=[architecture],
     ).to_dict()
     hf["mask_token_id"] = config.mask_token_id
-    hf["torch_dtype"] = "float32"
+    hf["torch_dtype"] = str(dtype).removeprefix("torch.")  # what dtype="auto" loads it as
     return hf
 
 
@@ -162,12 +190,11 @@ def load_pretrained(
     cls: type[ModernEncoderPreTrainedModel], path_or_hub_id: str | Path, **config_overrides: Any
 ) -> ModernEncoderPreTrainedModel:
     folder = resolve_checkpoint_dir(path_or_hub_id)
-    config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for needed in (config_file, weights_file):
-        if not needed.is_file():
-            raise FileNotFoundError(
-                f"{needed} is missing; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
-            )
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{config_file} is missing; a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
     try:
         hf_config = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:  # their messages do not name the file
@@ -175,11 +202,45 @@ def load_pretrained(
     if not isinstance(hf_config, dict):
         raise ValueError(f"{config_file} must hold a JSON object (a ModernBERT config)")
     config = config_from_hf_dict(hf_config, **config_overrides)
+    weights = read_weights(folder)
     model = cls(config)
-    state = adapt_state_dict(load_file(str(weights_file)), model, hf_config.get("architectures") or [])
+    state = adapt_state_dict(weights, model, hf_config.get("architectures") or [])
     load_state_strict(model, state, source=folder)
     model.name_or_path = str(path_or_hub_id)
-    return model
+    return model.eval()  # as transformers does: dropout off until training asks for it
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of `model.safetensors`, or of every shard a `model.safetensors.index.json` lists."""
+    from safetensors import SafetensorError
+
+    index_file = folder / WEIGHTS_INDEX_NAME
+    if (folder / WEIGHTS_NAME).is_file():
+        files = [folder / WEIGHTS_NAME]
+    elif index_file.is_file():
+        try:
+            weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
+            files = [folder / name for name in sorted(set(weight_map.values()))]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index_file} is not a safetensors index (no 'weight_map')") from None
+    else:
+        pickled = [n for n in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (folder / n).is_file()]
+        hint = (
+            f"; it holds {pickled[0]}, which modernenc does not unpickle: re-save it with transformers' "
+            "save_pretrained (safetensors is its default)"
+            if pickled
+            else ""
+        )
+        raise FileNotFoundError(f"{folder / WEIGHTS_NAME} is missing{hint}")
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing; {index_file.name} lists it")
+        try:
+            weights.update(load_file(str(file)))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{file} is not a readable safetensors file: {err}") from None
+    return weights
 
 
 def adapt_state_dict(
@@ -188,7 +249,7 @@ def adapt_state_dict(
     """Fit a checkpoint's keys to `model`: the bare encoder drops the `model.` prefix and any head; a task
     model loaded from another task's checkpoint keeps the shared encoder and `head` and starts a fresh
     task layer (the usual fine-tuning start)."""
-    for tied in TIED_KEYS:
+    for tied in tied_keys(model):
         state.pop(tied, None)
     own_keys = set(model.state_dict())
     if model.hf_architecture == "ModernBertModel":
@@ -199,8 +260,15 @@ def adapt_state_dict(
         state = {f"model.{k}": v for k, v in state.items()}
     same_task = not architectures or model.hf_architecture in architectures
     if not same_task:
-        dropped = sorted(k for k in state if k not in own_keys and not k.startswith("model."))
-        fresh = sorted(k for k in own_keys - set(state) - set(TIED_KEYS) if not k.startswith("model."))
+
+        def task_layer(key: str) -> bool:  # what follows the shared encoder and head block
+            return not key.startswith(("model.", "head."))
+
+        def replaced(key: str, other: set[str]) -> bool:  # a task layer, or a head part only one side has
+            return task_layer(key) or (key.startswith("head.") and key not in other)
+
+        dropped = sorted(k for k in state if replaced(k, own_keys))
+        fresh = sorted(k for k in own_keys - tied_keys(model) if replaced(k, set(state)))
         state = {k: v for k, v in state.items() if k not in dropped}
         for key in fresh:  # keep this model's own (freshly initialised) task layer
             state[key] = model.state_dict()[key]
@@ -218,7 +286,8 @@ def adapt_state_dict(
 def load_state_strict(
     model: ModernEncoderPreTrainedModel, state: dict[str, torch.Tensor], source: Path
 ) -> None:
-    expected = {k: v for k, v in model.state_dict().items() if k not in TIED_KEYS}
+    tied = tied_keys(model)
+    expected = {k: v for k, v in model.state_dict().items() if k not in tied}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(
@@ -260,11 +329,11 @@ def save_pretrained(
     tokenizer_files = find_tokenizer_files(tokenizer_path) if tokenizer_path is not None else []
     out.mkdir(parents=True, exist_ok=True)
     (out / THRESHOLDS_FILE).unlink(missing_ok=True)
-    state = {
-        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in TIED_KEYS
-    }
+    tied = tied_keys(model)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in tied}
     save_file(state, str(weights_file), metadata={"format": "pt"})
-    hf_config = config_to_hf_dict(model.config, model.hf_architecture)
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    hf_config = config_to_hf_dict(model.config, model.hf_architecture, dtype)
     (out / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     for file in tokenizer_files:
         shutil.copy2(file, out / file.name)

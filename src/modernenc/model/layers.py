@@ -82,7 +82,7 @@ class Attention(nn.Module):
         qk = apply_rotary(qkv[:, :2], cos, sin)  # q and k rotated in one pass
         dropout = self.dropout if self.training else 0.0
         out = layout.attend(qk, qkv[:, 2], layout, window=self.window, dropout_p=dropout)
-        return self.out_drop(self.Wo(out.reshape(x.shape[0], -1)))
+        return self.out_drop(self.Wo(out.reshape(x.shape[0], self.num_heads * self.head_dim)))
 
 
 class GeGLU(nn.Module):

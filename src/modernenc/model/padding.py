@@ -20,9 +20,17 @@ class Unpadded:
 
 
 def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Unpadded:
-    """Drop the padding of a `[B, S]` batch. Each row's real tokens must be contiguous."""
+    """Drop the padding of a `[B, S]` batch. Each row's real tokens must be contiguous (left or right
+    padding): local windows are counted over the packed tokens, so a gap inside a row would shift them."""
     batch_size, seq_len = input_ids.shape
     mask = attention_mask.bool()
+    runs = mask[:, :1].sum(1) + (mask[:, 1:] & ~mask[:, :-1]).sum(1)  # starts of runs of real tokens
+    gapped = (runs > 1).nonzero().flatten().tolist()
+    if gapped:
+        raise ValueError(
+            f"attention_mask rows {gapped[:8]} have padding between real tokens; each row's tokens must be "
+            "contiguous (padding on the left or the right only)"
+        )
     seqlens = mask.sum(dim=1, dtype=torch.int32)
     indices = mask.flatten().nonzero().squeeze(1)
     cu_seqlens = F.pad(torch.cumsum(seqlens, dim=0, dtype=torch.int32), (1, 0))
@@ -58,3 +66,27 @@ def sequence_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, num_tokens: int) -> t
     return torch.repeat_interleave(
         torch.arange(lengths.shape[0], device=cu_seqlens.device), lengths, output_size=num_tokens
     )
+
+
+def check_packed_layout(cu_seqlens: torch.Tensor, num_tokens: int, max_seqlen: int | None) -> int:
+    """Check packed input's boundaries against its tokens; returns the longest sequence's length.
+
+    A wrong `max_seqlen` would not fail anywhere: too small a value silently turns local layers global.
+    """
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+        raise ValueError(
+            f"cu_seqlens must be a 1-D tensor [num_seqs + 1]; got shape {tuple(cu_seqlens.shape)}"
+        )
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    ends = [cu_seqlens[0], cu_seqlens[-1]]
+    extremes = [lengths.min(), lengths.max()] if lengths.numel() else [ends[0], ends[0]]
+    first, last, shortest, longest = torch.stack([*ends, *extremes]).tolist()  # one device sync
+    if first != 0 or last != num_tokens:
+        raise ValueError(
+            f"cu_seqlens must run from 0 to the number of packed tokens ({num_tokens}); got {first}..{last}"
+        )
+    if shortest < 0:
+        raise ValueError("cu_seqlens must not decrease")
+    if max_seqlen is not None and max_seqlen < longest:
+        raise ValueError(f"max_seqlen={max_seqlen} is shorter than the longest packed sequence ({longest})")
+    return longest if max_seqlen is None else int(max_seqlen)

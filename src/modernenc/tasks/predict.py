@@ -308,6 +308,9 @@ def load_classifier(
             f"predict handles binary classifiers (num_labels=2); {model_dir} has num_labels="
             f"{model.config.num_labels}"
         )
+    missing = [n for n in ("cls_token_id", "sep_token_id") if getattr(model.config, n) is None]
+    if missing:  # every text is framed [CLS] ... [SEP], as in training
+        raise ValueError(f"{model_dir}/config.json sets no {' or '.join(missing)}; predict needs both")
     return model.to(device).eval(), load_tokenizer(tokenizer_file)
 
 

@@ -16,7 +16,7 @@ from modernenc.model import (
     ModernEncoderForTokenClassification,
 )
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
-from modernenc.model.hf_interop import adapt_state_dict, load_state_strict
+from modernenc.model.hf_interop import adapt_state_dict, load_state_strict, tied_keys
 
 MODEL_CLASSES: dict[str, type[ModernEncoderPreTrainedModel]] = {
     cls.hf_architecture: cls
@@ -67,7 +67,7 @@ def load_composer_checkpoint(path: str | Path) -> ModernEncoderPreTrainedModel:
     extra, weights = _read_composer_checkpoint(path)
     model = MODEL_CLASSES[extra["architecture"]](ModernEncoderConfig.from_dict(extra["model_config"]))
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if k != "decoder.weight"]  # tied to the embeddings
+    missing = [k for k in missing if k not in tied_keys(model)]  # tied to the embeddings
     if missing or unexpected:
         raise ValueError(f"{path}: missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
     return model

@@ -23,10 +23,18 @@ import torch
 
 from modernenc.model.config import PRESETS, ModernEncoderConfig
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
-from modernenc.model.hf_interop import CONFIG_NAME, TIED_KEYS, TOKENIZER_FILES, WEIGHTS_NAME
+from modernenc.model.hf_interop import CONFIG_NAME, TOKENIZER_FILES, WEIGHTS_NAME, tied_keys
 
 # Must agree between the small and the big model: the tokenizer, and the head size rotary works on.
-SHARED_FIELDS = ("vocab_size", "pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id", "head_dim")
+SHARED_FIELDS = (
+    "vocab_size",
+    "pad_token_id",
+    "cls_token_id",
+    "sep_token_id",
+    "mask_token_id",
+    "head_dim",
+    "tie_word_embeddings",
+)
 GROWING_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 _LAYER_KEY = re.compile(r"^(?P<prefix>(?:model\.)?layers\.)(?P<idx>\d+)\.(?P<rest>.+)$")
 
@@ -82,6 +90,8 @@ def _input_counts(
     when its input does not come from a tiled dimension."""
     hidden = repeat_counts(small.hidden_size, big.hidden_size)
     if key.endswith(("attn.Wqkv.weight", "mlp.Wi.weight", "head.dense.weight", "classifier.weight")):
+        return hidden
+    if key == "decoder.weight" and not tied_decoder:
         return hidden
     if key.endswith("attn.Wo.weight"):  # heads were tiled whole
         heads = repeat_counts(small.num_attention_heads, big.num_attention_heads)
@@ -165,9 +175,10 @@ def tile_model(
     source = {k: v.detach() for k, v in small.state_dict().items()}
     embedding_norm = next(k for k in source if k.endswith("embeddings.norm.weight"))
     big = type(small)(big_config)
+    tied = tied_keys(big)
     tiled = {}
     for key, target in big.state_dict().items():
-        if key in TIED_KEYS:
+        if key in tied:
             continue
         src_key = key
         match = _LAYER_KEY.match(key)
@@ -184,15 +195,13 @@ def tile_model(
             value = _tile_fused(weight, shape, 2, tile_tensor)
         else:
             value = tile_tensor(weight, shape)
-        counts = (
-            _input_counts(key, small.config, big_config, hasattr(big, "decoder")) if scale_inputs else None
-        )
+        counts = _input_counts(key, small.config, big_config, bool(tied)) if scale_inputs else None
         if counts is not None:
             value = value / counts.to(value)  # broadcasts along the last (input) dimension
         tiled[key] = value.to(target.dtype)
     missing, _ = big.load_state_dict(tiled, strict=False)
-    if set(missing) - set(TIED_KEYS):  # only the tied decoder weight may be absent
-        raise RuntimeError(f"tiling left {sorted(set(missing) - set(TIED_KEYS))} uninitialised")
+    if set(missing) - tied:  # only the tied decoder weight may be absent
+        raise RuntimeError(f"tiling left {sorted(set(missing) - tied)} uninitialised")
     return big
 
 
