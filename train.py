@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from modernenc.data.streaming_dataset import SampleTooLongError, ShardReadError
 from modernenc.train.config import ConfigError, load_config
 
 
@@ -27,7 +28,11 @@ def main(argv: list[str]) -> None:
     except (ConfigError, ValueError, OSError) as err:  # OSError: missing files, hub offline
         sys.exit(f"train.py: error: {err}")
     print(f"==> training {cfg.run_name} ({cfg.model.task}): checkpoints go to {cfg.save_folder}")
-    trainer.fit()
+    try:
+        trainer.fit()
+    except (ShardReadError, SampleTooLongError) as err:  # bad data, found only when it is read
+        trainer.close()
+        sys.exit(f"train.py: error during training (checkpoints so far are in {cfg.save_folder}): {err}")
     try:
         if parts.finish is not None:
             parts.finish(trainer)

@@ -72,10 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not 0.0 <= args.validation_fraction < 1.0:
-        print("error: --validation-fraction must be in [0, 1)", file=sys.stderr)
-        return 2
+        parser.error("--validation-fraction must be in [0, 1)")
+    if args.max_length < 3:
+        parser.error(
+            f"--max-length must leave room for [CLS], [SEP] and a token (>= 3); got {args.max_length}"
+        )
+    if args.decontaminate_min_words < 1:
+        parser.error(f"--decontaminate-min-words must be >= 1; got {args.decontaminate_min_words}")
     try:
         out = check_output_dir(args.output, args.force)
         tokenizer = load_tokenizer(args.tokenizer)
@@ -85,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 s for path in args.decontaminate for s in load_eval_sentences(path, args.decontaminate_field)
             ]
             decontaminator = Decontaminator(sentences, min_words=args.decontaminate_min_words)
+            if decontaminator.num_sentences == 0:
+                raise ValueError(
+                    f"none of the {len(sentences):,} decontamination sentences has "
+                    f"{args.decontaminate_min_words} or more words; nothing would be removed"
+                )
         documents = iter_documents(
             args.input,
             args.format,
@@ -110,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.output} is as it was", file=sys.stderr)
+        return 130
     print(report.format())
     print(f"wrote {out}")
     return 0

@@ -150,6 +150,9 @@ def test_missing_source_errors_name_the_path(tmp_path, capsys):
     (partial / "DRUG-AE.rel").write_bytes((ADE / "DRUG-AE.rel").read_bytes())
     assert run(tmp_path / "out", source=partial) == 1
     assert str(partial / "ADE-NEG.txt") in capsys.readouterr().err
+    (partial / "ADE-NEG.txt").write_bytes(b"123 NEG caf\xe9\n")
+    assert run(tmp_path / "out", source=partial) == 1
+    assert f"ADE corpus file {partial / 'ADE-NEG.txt'} is not UTF-8" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

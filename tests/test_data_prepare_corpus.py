@@ -376,3 +376,61 @@ def test_help_has_an_example(capsys):
         prepare(["--help"])
     out = capsys.readouterr().out
     assert "example:" in out and "--decontaminate" in out and "--force" in out
+
+
+# ------------------------------------------------------------------ inputs a user gets wrong
+
+
+def test_a_bom_does_not_cost_the_first_document(tmp_path):
+    src, texts = pubmed_slice(tmp_path, 3)
+    src.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    assert run(tmp_path / "mds", [src]) == 0
+    report = json.loads((tmp_path / "mds" / "report.json").read_text())
+    assert report["skipped"] == {} and sum(report["documents_written"].values()) == 3
+
+
+def test_compressed_input_is_refused_not_tokenized_as_text(tmp_path, capsys):
+    import gzip
+
+    src, _ = pubmed_slice(tmp_path, 2)
+    packed = tmp_path / "pubmed.jsonl.gz"
+    packed.write_bytes(gzip.compress(src.read_bytes()))
+    for extra in ([], ["--format", "jsonl"]):
+        assert run(tmp_path / "mds", [packed], *extra) == 1
+        assert f"{packed} is compressed; decompress it first" in capsys.readouterr().err
+    assert not (tmp_path / "mds").exists()
+
+
+def test_a_decontamination_set_that_yields_nothing_is_an_error(tmp_path, capsys):
+    src, _ = pubmed_slice(tmp_path, 2)
+    eval_set = tmp_path / "test.jsonl"
+    eval_set.write_text(
+        json.dumps({"text": "Aspirin caused a severe rash in this patient.", "label": 1}) + "\n"
+    )
+    assert (
+        run(tmp_path / "mds", [src], "--decontaminate", str(eval_set), "--decontaminate-field", "sentence")
+        == 1
+    )
+    assert (
+        "has no row with a string 'sentence'; its first row has ['label', 'text']" in capsys.readouterr().err
+    )
+    assert (
+        run(tmp_path / "mds", [src], "--decontaminate", str(eval_set), "--decontaminate-min-words", "20") == 1
+    )
+    assert "none of the 1 decontamination sentences has 20 or more words" in capsys.readouterr().err
+    eval_set.write_bytes(b"caf\xe9 au lait\n")
+    eval_set.rename(tmp_path / "test.txt")
+    assert run(tmp_path / "mds", [src], "--decontaminate", str(tmp_path / "test.txt")) == 1
+    assert f"decontamination set {tmp_path / 'test.txt'} is not UTF-8" in capsys.readouterr().err
+    assert not (tmp_path / "mds").exists()
+
+
+def test_bad_arguments_and_a_wrong_tokenizer_file_fail_before_any_work(tmp_path, capsys):
+    src, _ = pubmed_slice(tmp_path, 2)
+    for length in ("2", "-5"):
+        with pytest.raises(SystemExit):
+            run(tmp_path / "mds", [src], "--max-length", length)
+        assert "--max-length must leave room for [CLS], [SEP] and a token" in capsys.readouterr().err
+    assert run(tmp_path / "mds", [src], "--tokenizer", str(src)) == 1
+    assert capsys.readouterr().err.startswith(f"error: {src} is not a tokenizers tokenizer.json")
+    assert not (tmp_path / "mds").exists()

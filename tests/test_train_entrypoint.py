@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,23 @@ def test_shards_longer_than_max_seq_len_are_refused(tmp_path, wiki_shards):
     cfg = load_config(write_yaml(tmp_path, wiki_shards), ["data.max_seq_len=64"])
     with pytest.raises(ConfigError, match=r"sequences of up to 128 tokens, longer than data\.max_seq_len=64"):
         build_trainer(cfg)
+
+
+def test_too_long_samples_without_a_report_stop_training_in_one_line(tmp_path, wiki_shards):
+    """Shards from elsewhere (no report.json) are checked as they are read."""
+    bare = tmp_path / "bare" / "train"
+    shutil.copytree(wiki_shards, bare)
+    yaml = write_yaml(tmp_path, bare)
+    overrides = ["data.max_seq_len=64"]  # 2 x 64 slots: a 128-token chunk would fit the micro-batch
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), str(yaml), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode != 0
+    assert "more than data.max_seq_len=64; prepare the shards with --max-length 64" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_empty_validation_split_is_named(tmp_path, wiki_shards):

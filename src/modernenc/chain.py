@@ -4,7 +4,7 @@ Every stage is the command a user would type (printed before it runs), so the ch
 example. A stage whose outputs are complete is skipped on a re-run; a killed training stage resumes from
 its last checkpoint. Controls run on the same split: the same fine-tune from random init and from the
 un-annealed checkpoint, and a TF-IDF + logistic-regression baseline. The results table compares them at
-the thresholds chosen on validation, beside the published reference rows (labelled as such).
+the thresholds chosen on validation, beside the brief's reference rows (labelled as such).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ FINETUNES = {
     "quickstart-finetune-ade-pretrained-only": PRETRAIN_CKPT,  # control: no annealing
     "quickstart-finetune-ade-random-init": None,  # control: no pre-training at all
 }
-PUBLISHED = [  # ADE test split, A10G GPU; see docs/results.md for sources
-    ("ModernBERT-base (published)", 86.0, 82.2, 90.3, 118),
-    ("ModernBERT-large (published)", 89.2, 86.8, 91.8, 87),
-    ("Llama-3.2-3B LoRA (published)", 93.1, 94.2, 92.0, 152),
+# ADE test split on an A10G GPU, as the project brief quotes them; no public source was found for these
+# (docs/results.md says what is known).
+REFERENCE_ROWS = [
+    ("ModernBERT-base (brief's reference)", 86.0, 82.2, 90.3, 118),
+    ("ModernBERT-large (brief's reference)", 89.2, 86.8, 91.8, 87),
+    ("Llama-3.2-3B LoRA (brief's reference)", 93.1, 94.2, 92.0, 152),
 ]
 
 
@@ -205,7 +207,7 @@ def _finetune_row(run_name: str) -> dict:
 
 
 def write_results(out: Path) -> None:
-    """The results table: each model at the validation-chosen thresholds, plus the published rows."""
+    """The results table: each model at the validation-chosen thresholds, plus the reference rows."""
     rows = {
         "mini, pre-trained + annealed (ours)": _finetune_row("quickstart-finetune-ade"),
         "mini, pre-trained only (control)": _finetune_row("quickstart-finetune-ade-pretrained-only"),
@@ -231,7 +233,7 @@ def write_results(out: Path) -> None:
                 f"{100 * m['precision']:.1f} | {100 * m['recall']:.1f} | {100 * m['auroc']:.1f} | "
                 f"{row['examples_per_s']:.0f} |"
             )
-    for model, f1, precision, recall, per_s in PUBLISHED:
+    for model, f1, precision, recall, per_s in REFERENCE_ROWS:
         lines.append(f"| {model} | - | {f1} | {precision} | {recall} | - | {per_s} (A10G GPU) |")
     text = "\n".join(lines) + "\n"
     out.write_text(text)

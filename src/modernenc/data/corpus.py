@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = ("auto", "text", "jsonl", "parquet", "wikiextractor", "hf")
+# Compressed files would otherwise be read as text and tokenized as garbage.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tgz")
+_BOM = b"\xef\xbb\xbf"
 _WIKI_DOC_RE = re.compile(rb'^<doc id="([^"]*)"[^>]*>\s*$')
 
 
@@ -40,7 +43,7 @@ def _checked(doc_id: str, text: str) -> Document:
 
 def read_text(path: Path, split_on: str = "line") -> Iterator[Document]:
     """One document per line (``split_on='line'``) or per blank-line separated block (``'paragraph'``)."""
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(_BOM)
     if split_on == "line":
         parts = data.splitlines()
     elif split_on == "paragraph":
@@ -57,6 +60,8 @@ def read_jsonl(path: Path, text_field: str = "text", id_field: str | None = None
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             doc_id = f"{path.name}:{lineno}"
+            if lineno == 1:
+                raw = raw.removeprefix(_BOM)  # editors on Windows start UTF-8 files with one
             if not raw.strip():
                 continue  # blank separator lines are formatting, not documents
             try:
@@ -76,9 +81,13 @@ def read_jsonl(path: Path, text_field: str = "text", id_field: str | None = None
 
 
 def read_parquet(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Document]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:  # pyarrow's message does not name the file
+        raise ValueError(f"{path} is not a readable parquet file: {err}") from None
     if text_field not in pf.schema_arrow.names:
         raise ValueError(f"{path} has no column '{text_field}' (columns: {pf.schema_arrow.names})")
     columns = [text_field] + ([id_field] if id_field else [])
@@ -213,6 +222,8 @@ def iter_documents(
             yield from read_hf_dataset(str(source), hf_config, hf_split, text_field, hf_data_files)
             continue
         for path in list_input_files(Path(source)):
+            if path.suffix.lower() in COMPRESSED_SUFFIXES:
+                raise ValueError(f"{path} is compressed; decompress it first (e.g. gunzip -k {path.name})")
             kind = detect_format(path) if fmt == "auto" else fmt
             if kind == "jsonl":
                 yield from read_jsonl(path, text_field, id_field)

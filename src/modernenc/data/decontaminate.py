@@ -40,7 +40,10 @@ def _ade_sentences(folder: Path) -> list[str]:
 
 
 def load_eval_sentences(path: str | Path, text_field: str = "text") -> list[str]:
-    """Read evaluation sentences from an ADE corpus folder, a JSONL file (``text_field``) or a text file."""
+    """Read evaluation sentences from an ADE corpus folder, a JSONL file (``text_field``) or a text file.
+
+    A set that yields no sentence is an error: it would turn decontamination off without a word.
+    """
     path = Path(path)
     if path.is_dir():
         sentences = _ade_sentences(path)
@@ -51,20 +54,36 @@ def load_eval_sentences(path: str | Path, text_field: str = "text") -> list[str]
         return sentences
     if not path.is_file():
         raise FileNotFoundError(f"decontamination set {path} does not exist")
-    if path.suffix in (".jsonl", ".json"):
-        out = []
-        for number, line in enumerate(read_lines(path), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"decontamination set {path}:{number} is not valid JSON: {err}") from None
-            value = row.get(text_field) if isinstance(row, dict) else None
-            if isinstance(value, str):
-                out.append(value)
-        return out
-    return [line for line in read_lines(path) if line.strip()]
+    try:
+        lines = read_lines(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"decontamination set {path} is not UTF-8 ({err.reason} at byte {err.start})"
+        ) from None
+    if path.suffix not in (".jsonl", ".json"):
+        sentences = [line for line in lines if line.strip()]
+        if not sentences:
+            raise ValueError(f"decontamination set {path} is empty")
+        return sentences
+    sentences, first_row = [], None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"decontamination set {path}:{number} is not valid JSON: {err}") from None
+        first_row = row if first_row is None else first_row
+        value = row.get(text_field) if isinstance(row, dict) else None
+        if isinstance(value, str):
+            sentences.append(value)
+    if not sentences:
+        fields = f"; its first row has {sorted(first_row)}" if isinstance(first_row, dict) else ""
+        raise ValueError(
+            f"decontamination set {path} has no row with a string {text_field!r}{fields} "
+            "(choose the field with --decontaminate-field)"
+        )
+    return sentences
 
 
 class Decontaminator:

@@ -26,7 +26,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer.json at {path}")
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises a bare Exception that names no file
+        raise ValueError(f"{path} is not a tokenizers tokenizer.json: {err}") from None
 
 
 def special_and_random_ids(tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:

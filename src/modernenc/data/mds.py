@@ -135,7 +135,7 @@ class CorpusReport:
             f"skipped documents   {sum(self.skipped.values()):,}",
         ]
         lines += [f"  {reason}: {n:,}" for reason, n in sorted(self.skipped.items())]
-        if self.eval_sentences_indexed or self.decontaminated:
+        if self.eval_sentences_indexed or self.eval_sentences_too_short or self.decontaminated:
             lines.append(
                 f"decontamination     dropped {self.decontaminated:,} documents containing one of "
                 f"{self.eval_sentences_indexed:,} evaluation sentences "

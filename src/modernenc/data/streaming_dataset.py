@@ -35,6 +35,10 @@ from torch.utils.data import DataLoader
 from modernenc.data.packing import DEFAULT_PAD_ID, SequencePacker, Transform
 
 
+class SampleTooLongError(ValueError):
+    """A sample is longer than the run's ``data.max_seq_len``."""
+
+
 class ShardReadError(RuntimeError):
     """Raised when a shard is missing or cannot be decoded; the message names the shard file."""
 
@@ -57,8 +61,10 @@ class TokenStreamingDataset(StreamingDataset):
         shuffle_seed: int = 9176,
         batch_size: int = 1,
         check_local_shards: bool = True,
+        max_seq_len: int | None = None,
         **kwargs: Any,
     ) -> None:
+        self.max_seq_len = max_seq_len  # longer samples are an error, not silently longer sequences
         local = str(local) if local is not None else None
         if remote is None and local is not None:
             _check_local_index(Path(local) / (split or ""), check_local_shards)
@@ -76,9 +82,9 @@ class TokenStreamingDataset(StreamingDataset):
             **kwargs,
         )
 
-    def _shard_file(self, shard_id: int) -> str:
+    def _shard_file(self, shard_id: int, decompressed: bool = False) -> str:
         shard = self.shards[shard_id]
-        name = (shard.zip_data or shard.raw_data).basename
+        name = (shard.raw_data if decompressed or not shard.zip_data else shard.zip_data).basename
         return str(Path(shard.dirname) / (shard.split or "") / name)
 
     # StreamingDataset prepares (downloads / decompresses) shards in a background thread. When that fails it
@@ -130,11 +136,21 @@ class TokenStreamingDataset(StreamingDataset):
             raise
         except Exception as err:  # zstd / decode / missing-file errors do not say which shard failed
             self._raise_background_error()
+            shard_id = self.spanner[idx][0]
+            where = self._shard_file(shard_id, decompressed=True)
+            if self.shards[shard_id].zip_data:  # samples are read from the decompressed copy
+                where += f" (decompressed from {self._shard_file(shard_id)}; delete it to decompress again)"
             raise ShardReadError(
-                f"cannot read sample {idx} from shard {self._shard_file(self.spanner[idx][0])}: "
-                f"{type(err).__name__}: {err}"
+                f"cannot read sample {idx} from {where}: {type(err).__name__}: {err}"
             ) from err
-        return np.asarray(sample["input_ids"], dtype=np.int64)
+        ids = np.asarray(sample["input_ids"], dtype=np.int64)
+        if self.max_seq_len is not None and len(ids) > self.max_seq_len:
+            raise SampleTooLongError(
+                f"sample {idx} of {self._shard_file(self.spanner[idx][0])} has {len(ids)} tokens, more than "
+                f"data.max_seq_len={self.max_seq_len}; prepare the shards with --max-length "
+                f"{self.max_seq_len} or raise data.max_seq_len"
+            )
+        return ids
 
 
 def read_index_shards(folder: Path) -> list[dict[str, Any]]:
@@ -317,6 +333,7 @@ def build_packed_mlm_stream(
     buffer_size: int = 128,
     num_workers: int = 0,
     shuffle: bool = True,
+    max_seq_len: int | None = None,
     **dataset_kwargs: Any,
 ) -> PackedStreamingDataset:
     """Convenience constructor: MDS folder/URI + tokenizer -> masked, packed micro-batch stream."""
@@ -326,13 +343,20 @@ def build_packed_mlm_stream(
     pad_id = tok.token_to_id("[PAD]")
     masker = MLMMasker.from_tokenizer(tok, mlm_probability=mlm_probability, seed=seed)
     dataset = TokenStreamingDataset(
-        local, remote, split=split, shuffle=shuffle, shuffle_seed=seed, **dataset_kwargs
+        local,
+        remote,
+        split=split,
+        shuffle=shuffle,
+        shuffle_seed=seed,
+        max_seq_len=max_seq_len,
+        **dataset_kwargs,
     )
     return PackedStreamingDataset(dataset, capacity, buffer_size, masker, pad_id, num_workers)
 
 
 __all__ = [
     "PackedStreamingDataset",
+    "SampleTooLongError",
     "ShardReadError",
     "TokenStreamingDataset",
     "build_packed_mlm_stream",

@@ -45,7 +45,10 @@ class AdeSentences:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"ADE corpus file {path} not found")
-    return read_lines(path)
+    try:
+        return read_lines(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"ADE corpus file {path} is not UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 def read_raw_ade(folder: str | Path) -> list[tuple[str, int]]:

@@ -113,6 +113,7 @@ def build_stream(cfg: DictConfig, split: str):
         buffer_size=data.buffer_size or max(128, 16 * data.micro_batch_size),
         num_workers=data.num_workers,
         shuffle=split == "train",
+        max_seq_len=data.max_seq_len,
     )
 
 

@@ -102,9 +102,10 @@ class LoggingConfig:
     wandb_project: str = "modernenc"
     plots: bool = True  # loss and LR curves as a PNG next to the checkpoints
     # FLOP/s of one device, for the logged MFU (`throughput/mfu`); null turns MFU off. The default is the
-    # fp32 matmul rate measured on 2 cores of an AMD EPYC dev box (43.8 GFLOP/s); an H100's dense bf16
-    # peak is 989e12. How to measure yours: src/modernenc/train/flops.py.
-    peak_flops: float | None = 4.4e10
+    # fp32 matmul rate of this project's 2-core AVX2 dev box when quiet (156.6 GFLOP/s at 2048², see
+    # docs/benchmarks.md; 108-114 on a busier day); an H100's dense bf16 peak is 989e12. How to measure
+    # yours: docs/recipes.md.
+    peak_flops: float | None = 1.5e11
 
 
 @dataclass
