@@ -61,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="PATH",
-        help="drop documents containing any sentence of these eval sets (ADE folder, jsonl, or txt)",
+        help="drop documents containing any sentence of these eval sets (ADE folder, jsonl/csv/parquet, txt)",
     )
-    p.add_argument("--decontaminate-field", default="text", help="text field of a jsonl eval set")
+    p.add_argument(
+        "--decontaminate-field", default="text", help="text column of a jsonl/csv/parquet eval set"
+    )
     p.add_argument("--decontaminate-min-words", type=int, default=6, help="ignore shorter eval sentences")
     p.add_argument("--shard-size", default="64mb", help="uncompressed shard size limit, e.g. 64mb")
     p.add_argument("--force", action="store_true", help="replace an existing prepared corpus in --output")

@@ -349,7 +349,7 @@ def test_decontamination_set_with_a_bad_line_names_it_and_writes_nothing(tmp_pat
     eval_set.write_text('{"text": "a b c d e f"}\n{"text": broken\n')
     out = tmp_path / "mds"
     assert run(out, [src], "--decontaminate", str(eval_set)) == 1
-    assert capsys.readouterr().err.startswith(f"error: decontamination set {eval_set}:2 is not valid JSON")
+    assert capsys.readouterr().err.startswith(f"error: {eval_set}:2 is not valid JSON")
     assert not out.exists()
 
 
@@ -412,7 +412,8 @@ def test_a_decontamination_set_that_yields_nothing_is_an_error(tmp_path, capsys)
         == 1
     )
     assert (
-        "has no row with a string 'sentence'; its first row has ['label', 'text']" in capsys.readouterr().err
+        "has no column 'sentence'; its columns are: 'text', 'label' (choose one with --decontaminate-field)"
+        in capsys.readouterr().err
     )
     assert (
         run(tmp_path / "mds", [src], "--decontaminate", str(eval_set), "--decontaminate-min-words", "20") == 1

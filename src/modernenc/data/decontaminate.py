@@ -8,12 +8,11 @@ so cost grows with document length, not with the number of evaluation sentences.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from modernenc.tasks.tables import read_lines
+from modernenc.tasks.tables import TABLE_FORMATS, read_lines, read_rows
 
 _WORD_RE = re.compile(r"\w+")
 
@@ -40,7 +39,8 @@ def _ade_sentences(folder: Path) -> list[str]:
 
 
 def load_eval_sentences(path: str | Path, text_field: str = "text") -> list[str]:
-    """Read evaluation sentences from an ADE corpus folder, a JSONL file (``text_field``) or a text file.
+    """Read evaluation sentences from an ADE corpus folder, a table (JSONL, CSV, parquet: ``text_field``)
+    or a text file (one per line).
 
     A set that yields no sentence is an error: it would turn decontamination off without a word.
     """
@@ -55,34 +55,17 @@ def load_eval_sentences(path: str | Path, text_field: str = "text") -> list[str]
     if not path.is_file():
         raise FileNotFoundError(f"decontamination set {path} does not exist")
     try:
-        lines = read_lines(path)
+        if path.suffix.lower() in TABLE_FORMATS:
+            rows = read_rows(path, [text_field], hint=" (choose one with --decontaminate-field)")
+            sentences = [row[text_field] for row in rows if isinstance(row[text_field], str)]
+        else:
+            sentences = [line for line in read_lines(path) if line.strip()]
     except UnicodeDecodeError as err:
         raise ValueError(
             f"decontamination set {path} is not UTF-8 ({err.reason} at byte {err.start})"
         ) from None
-    if path.suffix not in (".jsonl", ".json"):
-        sentences = [line for line in lines if line.strip()]
-        if not sentences:
-            raise ValueError(f"decontamination set {path} is empty")
-        return sentences
-    sentences, first_row = [], None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"decontamination set {path}:{number} is not valid JSON: {err}") from None
-        first_row = row if first_row is None else first_row
-        value = row.get(text_field) if isinstance(row, dict) else None
-        if isinstance(value, str):
-            sentences.append(value)
     if not sentences:
-        fields = f"; its first row has {sorted(first_row)}" if isinstance(first_row, dict) else ""
-        raise ValueError(
-            f"decontamination set {path} has no row with a string {text_field!r}{fields} "
-            "(choose the field with --decontaminate-field)"
-        )
+        raise ValueError(f"decontamination set {path} holds no sentences")
     return sentences
 
 
