@@ -135,7 +135,10 @@ def test_packed_sorted_predictions_match_transformers(pooling, classifiers, tmp_
     assert summary.threshold == THRESHOLD and summary.review_band == BAND
     assert summary.flagged == sum(r["label"] == "ade" for r in out)
     assert summary.needs_review == sum(r["needs_review"] for r in out)
-    assert summary.truncated == 1 and "1 of 32 texts were longer than the model's 40 tokens" in caplog.text
+    assert (
+        summary.truncated == 1
+        and "1 of 32 texts were longer than 40 tokens and were truncated" in caplog.text
+    )
 
 
 def test_txt_and_csv_inputs_give_the_same_probabilities(model_dir, tmp_path):
@@ -325,3 +328,21 @@ def test_a_bad_or_missing_device_is_a_clear_error(model_dir, tmp_path, monkeypat
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match=r"--device cuda:1: this machine has 1 CUDA device\(s\)"):
         predict_file(model_dir, src, out, device="cuda:1", progress=False)
+
+
+def test_predict_truncates_like_the_validation_that_chose_the_threshold(tmp_path):
+    folder = build_classifier(tmp_path / "clf", "mean", threshold_file=False)
+    write_thresholds(folder, {"default": 0.5}, chosen="default", max_length=12)
+    assert read_thresholds(folder).max_length == 12
+    model, tokenizer = load_classifier(folder)
+    cls_id, sep_id = model.config.cls_token_id, model.config.sep_token_id
+    long_text = TEXTS[5]
+    cut, _ = tokenize_texts(tokenizer, [long_text], 12, cls_id, sep_id)
+    whole, _ = tokenize_texts(tokenizer, [long_text], MAX_LENGTH, cls_id, sep_id)
+    expected, untruncated = (predict_probabilities(model, ids, progress=False)[0] for ids in (cut, whole))
+    assert abs(expected - untruncated) > 1e-3  # the cut matters for this text
+    summary = predict_file(
+        folder, write_jsonl(tmp_path / "in.jsonl", [{"text": long_text}]), tmp_path / "o.jsonl"
+    )
+    assert summary.truncated == 1
+    assert read_jsonl(tmp_path / "o.jsonl")[0]["probability"] == pytest.approx(expected, abs=1e-6)

@@ -76,7 +76,9 @@ def test_finetune_reports_what_transformers_and_sklearn_measure(tmp_path, ade_di
     report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     thresholds = report["thresholds"]
     assert set(thresholds) == {"default", "max_f1", "target_recall"}
-    assert json.loads((best / "thresholds.json").read_text())["thresholds"] == pytest.approx(thresholds)
+    written = json.loads((best / "thresholds.json").read_text())
+    assert written["thresholds"] == pytest.approx(thresholds)
+    assert written["max_length"] == 128  # data.max_seq_len: predict truncates as validation did
     assert (tmp_path / "run" / "eval" / "pr_curve_test.png").stat().st_size > 0
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
 
@@ -159,13 +161,22 @@ def test_validation_without_positives_is_refused_before_training(tmp_path, ade_d
         build_task(cfg)
 
 
-def test_word_tags_go_to_the_first_sub_token_only():
+def test_word_tags_go_to_the_first_sub_token_only(tmp_path):
     from modernenc.tasks.classification_data import tokenize_words
 
     out = tokenize_words([["Aspirin", "caused", "rash"]], [["DRUG", "O", "O"]], ["O", "DRUG"], TOKENIZER, 64)
     # [CLS] A spir in Ġcaused Ġrash [SEP]: "Aspirin" is three sub-tokens, labelled on the first.
     assert out.labels[0].tolist() == [-100, 1, -100, -100, 0, 0, -100]
     assert len(out.input_ids[0]) == 7
+    # A tokenizer.json that pads and truncates by itself must not pad packed rows or cut them silently.
+    from tokenizers import Tokenizer
+
+    custom = Tokenizer.from_file(str(TOKENIZER / "tokenizer.json"))
+    custom.enable_padding(length=32, pad_id=50283, pad_token="[PAD]")
+    custom.enable_truncation(max_length=5)
+    custom.save(str(tmp_path / "tokenizer.json"))
+    again = tokenize_words([["Aspirin", "caused", "rash"]], [["DRUG", "O", "O"]], ["O", "DRUG"], tmp_path, 64)
+    assert again.input_ids[0].tolist() == out.input_ids[0].tolist()
 
 
 def test_token_classification_runs_through_the_same_entry_point(tmp_path):
@@ -201,7 +212,7 @@ def test_token_classification_runs_through_the_same_entry_point(tmp_path):
     run(cfg)
     best = tmp_path / "run" / "best-hf"
     model = AutoModelForTokenClassification.from_pretrained(best)
-    assert model.config.id2label == {0: "O", 1: "DRUG"}
+    assert model.config.id2label == {0: "DRUG", 1: "O"}  # sorted, as transformers' run_ner sorts them
 
 
 def test_without_validation_the_final_model_is_exported(tmp_path, ade_dir):
@@ -216,3 +227,17 @@ def test_test_split_without_validation_is_refused(tmp_path, ade_dir):
     cfg = load_config(write_yaml(tmp_path, ade_dir), ["data.eval=null"])
     with pytest.raises(ValueError, match="data.test is set but data.eval is not"):
         build_task(cfg)
+
+
+@pytest.mark.parametrize("n, world", [(51, 2), (64, 2), (7, 3), (100, 4)])
+def test_rank_batches_deal_every_example_once_in_equal_counts(n, world):
+    from modernenc.tasks.classification_data import RankBatches
+
+    lengths = np.random.default_rng(n).integers(3, 200, size=n)
+    shares = [list(RankBatches(lengths, 8, world, rank)) for rank in range(world)]
+    assert len({len(s) for s in shares}) == 1  # composer stops every rank when the first runs out
+    seen = sorted(i for share in shares for batch in share for i in batch)
+    assert seen == list(range(n))
+    assert all(0 < len(batch) <= 8 for share in shares for batch in share)
+    with pytest.raises(ValueError, match="2 evaluation examples cannot be shared by 3 ranks"):
+        RankBatches([5, 6], 8, 3, 0)

@@ -7,6 +7,7 @@ torch and composer and build the data stream, so the test takes about a minute o
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -162,3 +163,40 @@ def one_process(yaml: Path, overrides: list[str]) -> dict[int, float]:
     values = [float(v) for _, v in sorted(logger.data["loss/train/total"], key=lambda tv: int(tv[0].batch))]
     trainer.close()
     return dict(enumerate(values, start=1))
+
+
+def test_two_rank_fine_tuning_evaluates_every_validation_sentence_once(tmp_path):
+    """Each rank trains and evaluates on its own shard; the F1 synced over ranks that picks the best model
+    must equal rank 0's evaluation of that model on the whole validation split (the report's 0.5 row)."""
+    data = tmp_path / "ade"
+    data.mkdir()
+    positives = [line.split("|")[1] for line in (SHARED_DATA / "ade_corpus_v2" / "DRUG-AE.rel").open()][
+        :600:5
+    ]
+    negatives = [
+        line.split(" ", 2)[2].strip() for line in (SHARED_DATA / "ade_corpus_v2" / "ADE-NEG.txt").open()
+    ]
+    rows = [(t, 1) for t in dict.fromkeys(positives)] + [(t, 0) for t in negatives[: len(positives)]]
+    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    for name, part in {"train": rows[:120], "validation": rows[120:171], "test": rows[171:]}.items():
+        with (data / f"{name}.jsonl").open("w") as f:  # 51 validation rows: the ranks get unequal batches
+            f.writelines(f'{{"text": {json.dumps(t)}, "label": {y}}}\n' for t, y in part)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cmd = [
+        str(COMPOSER), "-n", "2", "--master_port", "29613",
+        "--stdout", str(logs / "rank{rank}.stdout"), "--stderr", str(logs / "rank{rank}.stderr"),
+        "train.py", "yamls/quickstart/finetune_ade.yaml", "model.init_from=null", "model.preset=tiny",
+        f"data.train={data / 'train.jsonl'}", f"data.eval={data / 'validation.jsonl'}",
+        f"data.test={data / 'test.jsonl'}", f"data.tokenizer={TOKENIZER}", "data.micro_batch_size=8",
+        "max_duration=4ba", "eval_interval=2ba", "save_interval=2ba", f"save_folder={tmp_path / 'run'}",
+        "logging.progress_bar=false", "device=cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    best = float(re.findall(r"best/eval_F1: ([0-9.]+)", out)[-1])
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    validation = report["splits"]["validation"]
+    assert validation["num_examples"] == 51
+    assert validation["results"]["default"]["f1"] == pytest.approx(best, abs=1e-4)

@@ -20,16 +20,22 @@ _UNUSED_RE = re.compile(r"^\[unused\d+\]$")
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a directory holding one."""
+    """Load a ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a directory holding one, with its
+    padding and truncation turned off."""
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer.json at {path}")
     try:
-        return Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_file(str(path))
     except Exception as err:  # the tokenizers library raises a bare Exception that names no file
         raise ValueError(f"{path} is not a tokenizers tokenizer.json: {err}") from None
+    # A tokenizer.json may carry padding or truncation settings: they would pad packed sequences or cut
+    # documents and sentences silently. Chunking and truncation here are explicit instead.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 def special_and_random_ids(tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:

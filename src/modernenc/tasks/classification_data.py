@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.packing import pack_sequences
@@ -55,11 +55,13 @@ def read_labelled_texts(
 
 
 def label_vocabulary(train_labels: Sequence, declared: Sequence[str] | None = None) -> list[str]:
-    """Label values in class-id order: as declared, else the sorted values of the training data."""
+    """Label values in class-id order: as declared, else the training data's values sorted (integers by
+    value, so "2" before "10"; other labels alphabetically)."""
     values = train_labels
     if isinstance(train_labels[0], list):  # token tags
         values = [tag for tags in train_labels for tag in tags]
-    found = sorted(set(values), key=lambda v: (len(v), v))  # "2" before "10"
+    integers = all(v.removeprefix("-").isdigit() for v in set(values))
+    found = sorted(set(values), key=int if integers else None)
     if declared is None:
         return found
     declared = [str(v) for v in declared]
@@ -101,7 +103,7 @@ def tokenize_texts(
     """Ids ``[CLS] ... [SEP]`` per text, cut to ``max_length`` (keeping [SEP]), and how many were cut."""
     if max_length < 2:
         raise ValueError(f"max_length must leave room for [CLS] and [SEP]; got {max_length}")
-    tokenizer.no_padding()  # a tokenizer.json may carry padding/truncation settings; packing needs neither
+    tokenizer.no_padding()  # a caller's tokenizer may pad or truncate by itself; packing needs neither
     tokenizer.no_truncation()
     # ModernBERT's post-processor adds [CLS]/[SEP] itself; a tokenizer without one gets them here.
     adds_specials = tokenizer.encode("").ids == [cls_id, sep_id]
@@ -164,3 +166,28 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """Index batches of similar-length texts (longest first), for fast evaluation and prediction."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+class RankBatches(DistributedSampler):
+    """This rank's share of length-sorted batches, for evaluation under DDP: every example exactly once.
+
+    ``DistributedSampler`` would repeat examples to even the ranks out, and a repeat counts twice in the
+    metrics synced over ranks. Composer's evaluation also stops every rank when the first runs out of
+    batches, so the examples are cut into a multiple of ``world_size`` batches (of at most ``batch_size``)
+    and dealt round-robin: each rank gets the same number. A ``DistributedSampler`` so that composer
+    accepts it for world_size > 1.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, world_size: int, rank: int) -> None:
+        if len(lengths) < world_size:
+            raise ValueError(f"{len(lengths)} evaluation examples cannot be shared by {world_size} ranks")
+        per_rank = -(-len(lengths) // (batch_size * world_size))  # ceil
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        batches = [chunk.tolist() for chunk in np.array_split(order, per_rank * world_size)]
+        super().__init__(batches, num_replicas=world_size, rank=rank, shuffle=False)  # type: ignore[arg-type]
+
+    def __iter__(self):
+        return iter(self.dataset[self.rank :: self.num_replicas])
+
+    def __len__(self) -> int:
+        return len(self.dataset[self.rank :: self.num_replicas])

@@ -11,8 +11,9 @@ hold ``thresholds.json``, written by fine-tuning with ``write_thresholds`` and r
       "thresholds": {"default": 0.5, "max_f1": 0.41, "target_recall": 0.18},  # chosen on validation
       "target_recall": 0.95,                    # optional: the recall "target_recall" was chosen for
       "chosen": "target_recall",                # the key of "thresholds" used for decisions
-      "review_band": [0.09, 0.59]               # optional: [lo, hi], inclusive
-    }
+      "review_band": [0.09, 0.59],              # optional: [lo, hi], inclusive
+      "max_length": 256                         # optional: tokens per text in the validation that chose
+    }                                           #   the thresholds; predict truncates the same way
 
 Decisions: ``label`` is the positive label when ``probability >= threshold``. The threshold is
 ``--threshold`` if given, else ``thresholds[chosen]`` from thresholds.json, else 0.5. ``needs_review`` is
@@ -73,6 +74,7 @@ class DecisionRule:
     label_names: list[str] | None = None
     target_recall: float | None = None
     review_band: tuple[float, float] | None = None
+    max_length: int | None = None
 
     @property
     def threshold(self) -> float:
@@ -119,6 +121,10 @@ def _validate(rule: DecisionRule, source: str) -> DecisionRule:
         _check_probability(rule.target_recall, f"{source}: target_recall")
     if isinstance(rule.positive_label, bool) or not isinstance(rule.positive_label, int):
         raise ValueError(f"{source}: positive_label must be a class index; got {rule.positive_label!r}")
+    if rule.max_length is not None and (
+        isinstance(rule.max_length, bool) or not isinstance(rule.max_length, int) or rule.max_length < 2
+    ):
+        raise ValueError(f"{source}: max_length must be an integer >= 2; got {rule.max_length!r}")
     return rule
 
 
@@ -131,6 +137,7 @@ def write_thresholds(
     label_names: Sequence[str] | None = None,
     positive_label: int = 1,
     review_band: Sequence[float] | None = None,
+    max_length: int | None = None,
 ) -> Path:
     """Write ``model_dir/thresholds.json`` (format in the module docstring); returns its path.
 
@@ -146,6 +153,7 @@ def write_thresholds(
             label_names=list(label_names) if label_names is not None else None,
             target_recall=target_recall,
             review_band=tuple(review_band) if review_band is not None else None,
+            max_length=max_length,
         ),
         str(path),
     )
@@ -158,6 +166,7 @@ def write_thresholds(
         "target_recall": rule.target_recall,
         "chosen": rule.chosen,
         "review_band": list(band),
+        "max_length": rule.max_length,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({k: v for k, v in data.items() if v is not None}, indent=2) + "\n")
@@ -189,6 +198,7 @@ def read_thresholds(model_dir: str | Path) -> DecisionRule | None:
             label_names=data.get("label_names"),
             target_recall=data.get("target_recall"),
             review_band=tuple(band) if isinstance(band, list) else band,
+            max_length=data.get("max_length"),
         ),
         str(path),
     )
@@ -447,13 +457,15 @@ def predict_file(
 
     start = time.perf_counter()  # throughput counts tokenizing and inference, not loading the model
     column = "text" if Path(input_path).suffix.lower() == ".txt" else text_column
-    max_length = config.max_position_embeddings
+    # Truncate as the validation that chose the threshold did; without a record, use the whole context.
+    max_length = rule.max_length if rule is not None and rule.max_length else config.max_position_embeddings
     ids, truncated = tokenize_texts(
         tokenizer, [r[column] for r in rows], max_length, config.cls_token_id, config.sep_token_id
     )
     if truncated:
         logger.warning(
-            "%d of %d texts were longer than the model's %d tokens and were truncated",
+            "%d of %d texts were longer than %d tokens and were truncated (as in the validation that "
+            "chose the threshold, when thresholds.json records its max_length)",
             truncated,
             len(ids),
             max_length,

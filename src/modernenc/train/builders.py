@@ -198,7 +198,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
 
     from modernenc.model import ModernEncoderForSequenceClassification, ModernEncoderForTokenClassification
     from modernenc.tasks.classification import evaluate_classifier, load_classification_data
-    from modernenc.tasks.classification_data import collate_packed, length_sorted_batches
+    from modernenc.tasks.classification_data import RankBatches, collate_packed, length_sorted_batches
     from modernenc.train.composer_model import ClassifierComposerModel
 
     data = load_classification_data(cfg)
@@ -208,19 +208,22 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
         ModernEncoderForTokenClassification if token_level else ModernEncoderForSequenceClassification
     )
     model = _init_model(model_class, cfg, num_labels=len(names), id2label=dict(enumerate(names)))
-    generator = torch.Generator().manual_seed(cfg.data.seed)
+    world, rank = dist.get_world_size(), dist.get_global_rank()
+    if world > 1:  # each rank trains on its own shard, reshuffled every epoch (composer calls set_epoch)
+        order = {"sampler": dist.get_sampler(data.splits["train"], shuffle=True, seed=cfg.data.seed)}
+    else:
+        order = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.data.seed)}
     train = DataLoader(
-        data.splits["train"],
-        batch_size=cfg.data.micro_batch_size,
-        shuffle=True,
-        generator=generator,
-        collate_fn=collate_packed,
+        data.splits["train"], batch_size=cfg.data.micro_batch_size, collate_fn=collate_packed, **order
     )
     evaluation = None
     if "validation" in data.splits:
         val = data.splits["validation"]
-        batches = length_sorted_batches([len(x) for x in val.input_ids], cfg.data.micro_batch_size)
-        evaluation = packed_batch_spec(DataLoader(val, batch_sampler=batches, collate_fn=collate_packed))
+        lengths, micro = [len(x) for x in val.input_ids], cfg.data.micro_batch_size
+        sampler = (
+            RankBatches(lengths, micro, world, rank) if world > 1 else length_sorted_batches(lengths, micro)
+        )
+        evaluation = packed_batch_spec(DataLoader(val, batch_sampler=sampler, collate_fn=collate_packed))
     best_dir = Path(cfg.save_folder) / "best-hf"
     callbacks: list[Callback] = []
     if evaluation is not None:
@@ -255,6 +258,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             target_recall=cfg.evaluation.target_recall,
             label_names=names,
             positive_label=data.positive_index,
+            max_length=cfg.data.max_seq_len,
         )
         print((out / "report.md").read_text())
         print(f"==> best model in {best_dir}; report and PR curves in {out}")
