@@ -95,6 +95,15 @@ def test_finetune_reports_what_transformers_and_sklearn_measure(tmp_path, ade_di
         assert ours["recall"] == pytest.approx(recall_score(test_labels, predicted), abs=1e-6)
         assert ours["precision"] == pytest.approx(precision_score(test_labels, predicted, zero_division=0))
         assert ours["f1"] == pytest.approx(f1_score(test_labels, predicted, zero_division=0), abs=1e-6)
+    lo, hi = written["review_band"]
+    assert report["review_band"] == pytest.approx([lo, hi])
+    missed = (test_labels == 1) & (test_probs < thresholds["target_recall"])
+    in_band = (test_probs >= lo) & (test_probs <= hi)
+    assert report["splits"]["test"]["review"] == {
+        "needs_review": int(in_band.sum()),
+        "missed": int(missed.sum()),
+        "missed_in_band": int((missed & in_band).sum()),
+    }
 
     # The exported folder is a standard transformers classifier with the run's label names.
     classify = pipeline("text-classification", model=str(best), tokenizer=str(best))

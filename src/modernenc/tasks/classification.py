@@ -131,7 +131,7 @@ def evaluate_classifier(
         plot_precision_recall,
         select_thresholds,
     )
-    from modernenc.tasks.predict import predict_probabilities
+    from modernenc.tasks.predict import default_review_band, predict_probabilities
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,10 +147,12 @@ def evaluate_classifier(
         probs = predict_probabilities(model, texts.input_ids, batch_size, positive_label=pos, progress=False)
         scores[split] = ((texts.labels == pos).astype(int), probs)
     thresholds = select_thresholds(*scores["validation"], target_recall=target_recall)
+    band = default_review_band(thresholds["target_recall"])  # what predict flags for a human by default
     report: dict[str, Any] = {
         "positive_label": data.label_names[pos],
         "target_recall": target_recall,
         "thresholds": thresholds,
+        "review_band": list(band),
         "splits": {},
     }
     lines = [
@@ -159,11 +161,32 @@ def evaluate_classifier(
     ]
     for split, (labels, probs) in scores.items():
         results = evaluate_at_thresholds(labels, probs, thresholds)
-        report["splits"][split] = {"num_examples": len(labels), "results": results}
+        review = review_workload(labels, probs, thresholds["target_recall"], band)
+        report["splits"][split] = {"num_examples": len(labels), "results": results, "review": review}
         plot_precision_recall(
             labels, probs, thresholds, out_dir / f"pr_curve_{split}.png", title=f"{split}: precision-recall"
         )
-        lines += ["", f"## {split} ({len(labels)} examples)", "", format_table(results)]
+        lines += ["", f"## {split} ({len(labels)} examples)", "", format_table(results), ""]
+        lines.append(
+            f"review band [{band[0]:.4g}, {band[1]:.4g}] around the target_recall threshold: "
+            f"{review['needs_review']} of {len(labels)} need review; of the {review['missed']} events below "
+            f"the threshold, {review['missed_in_band']} are in the band and "
+            f"{review['missed'] - review['missed_in_band']} are missed even with review"
+        )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return report
+
+
+def review_workload(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, band: tuple[float, float]
+) -> dict[str, int]:
+    """What the review band costs and catches: texts a human must read, and, of the events the threshold
+    misses, how many the band still sends to a human."""
+    in_band = (probs >= band[0]) & (probs <= band[1])
+    missed = (labels == 1) & (probs < threshold)
+    return {
+        "needs_review": int(in_band.sum()),
+        "missed": int(missed.sum()),
+        "missed_in_band": int((missed & in_band).sum()),
+    }
