@@ -54,6 +54,16 @@ def write_yaml(tmp_path: Path, shards: Path, **extra: str) -> Path:
     return path
 
 
+def run_train_py(yaml: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python train.py YAML OVERRIDES...` as a user runs it, output captured."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), str(yaml), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
 def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
     yaml = write_yaml(tmp_path, wiki_shards)
     with pytest.raises(ConfigError, match=r"unknown key 'optimizer\.lrr' \(did you mean 'optimizer\.lr'\?\)"):
@@ -102,32 +112,27 @@ def test_too_long_samples_without_a_report_stop_training_in_one_line(tmp_path, w
     shutil.copytree(wiki_shards, bare)
     yaml = write_yaml(tmp_path, bare)
     overrides = ["data.max_seq_len=64"]  # 2 x 64 slots: a 128-token chunk would fit the micro-batch
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), str(yaml), *overrides],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    proc = run_train_py(yaml, *overrides)
     assert proc.returncode != 0
     assert "more than data.max_seq_len=64; prepare the shards with --max-length 64" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_empty_validation_split_is_named(tmp_path, wiki_shards):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "index.json").write_text('{"version": 2, "shards": []}')
-    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.eval={empty}"])
-    with pytest.raises(ConfigError, match=r"data\.eval: .* holds no samples"):
-        build_trainer(cfg)
-
-
-def test_corrupt_index_is_named_with_its_key(tmp_path, wiki_shards):
-    corrupt = tmp_path / "corrupt"
-    corrupt.mkdir()
-    (corrupt / "index.json").write_text("{oops")
-    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.eval={corrupt}"])
-    with pytest.raises(ConfigError, match=r"data\.eval: corrupt MDS index .*corrupt/index\.json"):
+@pytest.mark.parametrize(
+    "name, index, message",
+    [
+        ("empty", '{"version": 2, "shards": []}', r"data\.eval: .* holds no samples"),
+        ("corrupt", "{oops", r"data\.eval: corrupt MDS index .*corrupt/index\.json"),
+    ],
+)
+def test_an_empty_or_corrupt_validation_split_is_named_with_its_key(
+    tmp_path, wiki_shards, name, index, message
+):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "index.json").write_text(index)
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.eval={folder}"])
+    with pytest.raises(ConfigError, match=message):
         build_trainer(cfg)
 
 
@@ -258,12 +263,7 @@ def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_
 
 def test_train_py_reports_config_errors_in_one_line(tmp_path, wiki_shards):
     yaml = write_yaml(tmp_path, wiki_shards)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), str(yaml), "optimzer.lr=1"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    proc = run_train_py(yaml, "optimzer.lr=1")
     assert proc.returncode != 0
     assert "train.py: error:" in proc.stderr and "did you mean 'optimizer'?" in proc.stderr
 

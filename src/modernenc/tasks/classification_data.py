@@ -162,9 +162,14 @@ def collate_packed(examples: list[tuple[np.ndarray, Any]]) -> dict[str, Any]:
     return batch
 
 
+def longest_first(lengths: Sequence[int]) -> np.ndarray:
+    """Indices of `lengths` from the longest to the shortest, ties in input order."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Index batches of similar-length texts (longest first), for fast evaluation and prediction."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    order = longest_first(lengths)
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
@@ -182,8 +187,7 @@ class RankBatches(DistributedSampler):
         if len(lengths) < world_size:
             raise ValueError(f"{len(lengths)} evaluation examples cannot be shared by {world_size} ranks")
         per_rank = -(-len(lengths) // (batch_size * world_size))  # ceil
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        batches = [chunk.tolist() for chunk in np.array_split(order, per_rank * world_size)]
+        batches = [chunk.tolist() for chunk in np.array_split(longest_first(lengths), per_rank * world_size)]
         super().__init__(batches, num_replicas=world_size, rank=rank, shuffle=False)  # type: ignore[arg-type]
 
     def __iter__(self):
