@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -118,6 +119,16 @@ def test_save_refuses_to_overwrite_and_copies_tokenizer(mlm_checkpoint, tmp_path
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.mask_token_id == 50284 and tokenizer.cls_token_id == 50281
 
+    # Tokenizer files that are read-only (as the shared ones are) give writable copies, so a second
+    # export over the first works for users who are not root.
+    read_only = tmp_path / "read-only-tokenizer"
+    shutil.copytree(TOKENIZER_DIR, read_only)
+    for file in read_only.iterdir():
+        file.chmod(0o444)
+    for _ in range(2):
+        model.save_pretrained(out, tokenizer_path=read_only, overwrite=True)
+    assert all(file.stat().st_mode & 0o200 for file in out.iterdir())
+
 
 def test_label_names_round_trip(tmp_path):
     hf = AutoModelForSequenceClassification.from_config(
@@ -191,6 +202,17 @@ def test_sharded_and_dtype_and_sparse_prediction_follow_transformers(tmp_path):
     ours.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
     back = AutoModelForMaskedLM.from_pretrained(tmp_path / "bf16", dtype="auto")
     assert back.dtype == torch.bfloat16 and not back.config.sparse_prediction
+
+
+def test_saved_config_json_is_what_transformers_writes(tmp_path):
+    # Plain defaults, so transformers' file holds no load-time settings of its own.
+    hf = AutoModelForMaskedLM.from_config(small_hf_config(attn_implementation=None, reference_compile=None))
+    hf.save_pretrained(tmp_path / "hf")
+    ModernEncoderForMaskedLM.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "ours")
+    theirs = json.loads((tmp_path / "hf" / "config.json").read_text())
+    ours = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert ours.pop("mask_token_id") is None  # ours, beside transformers' keys; id 50284 > vocab 512
+    assert ours == theirs
 
 
 def test_unreadable_weights_are_named(mlm_checkpoint, tmp_path, monkeypatch):

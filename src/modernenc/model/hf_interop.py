@@ -180,9 +180,9 @@ def config_to_hf_dict(
         mlp_bias=False,
         classifier_bias=False,
         architectures=[architecture],
-    ).to_dict()
+    ).to_diff_dict()  # what transformers' save_pretrained writes: no generation defaults
     hf["mask_token_id"] = config.mask_token_id
-    hf["torch_dtype"] = str(dtype).removeprefix("torch.")  # what dtype="auto" loads it as
+    hf["dtype"] = str(dtype).removeprefix("torch.")  # what dtype="auto" loads it as
     return hf
 
 
@@ -336,5 +336,7 @@ def save_pretrained(
     hf_config = config_to_hf_dict(model.config, model.hf_architecture, dtype)
     (out / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     for file in tokenizer_files:
-        shutil.copy2(file, out / file.name)
+        target = out / file.name
+        target.unlink(missing_ok=True)  # not copy2: the originals may be read-only, and so its copies
+        shutil.copyfile(file, target)
     return out
