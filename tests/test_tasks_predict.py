@@ -45,7 +45,7 @@ TEXTS = [
 THRESHOLD, BAND = 0.3, (0.2, 0.6)
 
 
-def build_classifier(folder, pooling, threshold_file=True):
+def build_classifier(folder, pooling, threshold_file=True, **config_overrides):
     torch.manual_seed(0)
     config = ModernEncoderConfig(
         hidden_size=64,
@@ -58,6 +58,7 @@ def build_classifier(folder, pooling, threshold_file=True):
         classifier_pooling=pooling,
         id2label={0: "no_ade", 1: "ade"},
         initializer_range=0.5,  # large random weights: CLS states differ, probabilities spread over (0, 1)
+        **config_overrides,
     )
     model = ModernEncoderForSequenceClassification(config)
     with torch.no_grad():
@@ -346,3 +347,16 @@ def test_predict_truncates_like_the_validation_that_chose_the_threshold(tmp_path
     )
     assert summary.truncated == 1
     assert read_jsonl(tmp_path / "o.jsonl")[0]["probability"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_texts_are_framed_with_the_tokenizers_special_ids_as_in_fine_tuning(tmp_path, caplog):
+    """A config whose [CLS]/[SEP] ids disagree with its tokenizer's (a model trained before train.py took
+    them from data.tokenizer): fine-tuning framed texts with the tokenizer's, and so does transformers."""
+    folder = build_classifier(tmp_path / "clf", "cls", cls_token_id=5, sep_token_id=6)
+    texts = TEXTS[:6]
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
+    predict_file(folder, src, tmp_path / "out.jsonl", progress=False)
+    got = [r["probability"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    expected = reference_probabilities(folder, texts)
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-4
+    assert "config.json says cls_token_id=5 but its tokenizer's [CLS] is 50281" in caplog.text

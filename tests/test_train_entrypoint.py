@@ -17,7 +17,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from modernenc.data.corpus import read_wikiextractor
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.mds import write_mds_corpus
-from modernenc.train.builders import build_trainer
+from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
+from modernenc.train.builders import build_model, build_stream, build_trainer
 from modernenc.train.callbacks import TrainingCurves
 from modernenc.train.config import ConfigError, load_config
 from modernenc.train.export import export_to_hf, load_composer_checkpoint
@@ -261,6 +262,28 @@ def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
+def test_a_restart_from_the_runs_own_checkpoint_is_refused_before_anything_is_removed(
+    tmp_path, wiki_shards, capsys
+):
+    """force=true would delete the checkpoint the new run was to start from (the large-LR restart)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt"):
+        (run / name).write_bytes(b"earlier run")
+    yaml = write_yaml(tmp_path, wiki_shards)
+    for extra in (["force=true"], []):
+        with pytest.raises(
+            ConfigError, match=r"model.init_from=.*ep0-ba2-rank0.pt lies in this run's folder"
+        ):
+            build_trainer(load_config(yaml, [f"model.init_from={run / 'ep0-ba2-rank0.pt'}", *extra]))
+    assert sorted(p.name for p in run.iterdir()) == ["ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt"]
+    # Resuming the run that was started from it is fine; the console says what autoresume takes.
+    from modernenc.train.builders import check_save_folder
+
+    check_save_folder(load_config(yaml, [f"model.init_from={run / 'ep0-ba2-rank0.pt'}", "autoresume=true"]))
+    assert "model.init_from applies to a fresh run only" in capsys.readouterr().out
+
+
 def test_train_py_reports_config_errors_in_one_line(tmp_path, wiki_shards):
     yaml = write_yaml(tmp_path, wiki_shards)
     proc = run_train_py(yaml, "optimzer.lr=1")
@@ -292,3 +315,63 @@ def test_fsdp_options_are_checked_before_training(tmp_path, wiki_shards, monkeyp
         load_config(yaml, ["device=gpu", "fsdp={sharding_stratgy: FULL_SHARD}"])
     cfg = load_config(yaml, ["device=gpu", "fsdp={sharding_strategy: SHARD_GRAD_OP}"])
     assert cfg.fsdp == {"sharding_strategy": "SHARD_GRAD_OP"}
+
+
+def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path):
+    tiny = ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset("tiny"))
+    folder = tiny.save_pretrained(tmp_path / "tiny")
+    yaml = REPO / "yamls" / "quickstart" / "pretrain.yaml"  # preset: mini
+    with pytest.raises(
+        ConfigError,
+        match=r"has hidden_size=128, .*num_hidden_layers=3.* not the sizes of "
+        r"model.preset=mini; set model.preset to the checkpoint's size, or model.preset=null",
+    ):
+        build_model(load_config(yaml, [f"model.init_from={folder}"]))
+    for preset in ("tiny", "null"):
+        model = build_model(load_config(yaml, [f"model.init_from={folder}", f"model.preset={preset}"])).model
+        assert model.config.num_hidden_layers == 3
+        torch.testing.assert_close(model.state_dict(), tiny.state_dict(), atol=0, rtol=0)
+    random_init = build_model(load_config(yaml, [f"save_folder={tmp_path / 'r'}", "model.preset=null"]))
+    assert random_init.model.config.hidden_size == 256  # mini, the default
+    with pytest.raises(ConfigError, match=r"model.preset='bsae' \(did you mean 'base'\?\); choose one of"):
+        load_config(yaml, ["model.preset=bsae"])
+
+
+def test_data_seed_changes_the_training_batches_but_not_the_held_out_masks(tmp_path, wiki_shards):
+    """Phase 3 must not replay phase 2's batches, and its eval loss must stay comparable with phase 2's."""
+    yaml = write_yaml(tmp_path, wiki_shards)
+    first = {}
+    for seed in (17, 18):
+        cfg = load_config(yaml, [f"data.eval={wiki_shards}", f"data.seed={seed}"])
+        first[seed] = {split: next(iter(build_stream(cfg, split))) for split in ("train", "eval")}
+    assert not torch.equal(first[17]["train"]["input_ids"], first[18]["train"]["input_ids"])
+    for key in ("input_ids", "labels"):
+        torch.testing.assert_close(first[17]["eval"][key], first[18]["eval"][key], atol=0, rtol=0)
+    quickstart = REPO / "yamls" / "quickstart"
+    phase2, phase3 = (load_config(quickstart / f"{name}.yaml") for name in ("context_extension", "decay"))
+    assert phase2.data.train == phase3.data.train and phase2.data.seed != phase3.data.seed
+
+
+def test_a_random_init_takes_the_tokenizers_ids_and_a_checkpoint_must_share_them(tmp_path):
+    """Fine-tuning frames texts with data.tokenizer's ids: the saved config must say the same ids, or
+    predict and transformers would frame them differently from training."""
+    from tokenizers import Tokenizer, models
+
+    words = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", *(f"w{i}" for i in range(123))]
+    (tmp_path / "tok").mkdir()
+    Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, "[UNK]")).save(
+        str(tmp_path / "tok" / "tokenizer.json")
+    )
+    yaml = REPO / "yamls" / "quickstart" / "pretrain.yaml"
+    own = [f"data.tokenizer={tmp_path / 'tok'}", "model.preset=tiny"]
+    config = build_model(load_config(yaml, own)).model.config
+    ids = ("vocab_size", "pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id")
+    assert [getattr(config, k) for k in ids] == [128, 3, 1, 2, 4]
+    modernbert_ids = ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset("tiny"))
+    folder = modernbert_ids.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(
+        ConfigError,
+        match=r"does not match model.init_from=.*ckpt: pad_token_id=50283 "
+        r"\(tokenizer: 3\), cls_token_id=50281 \(tokenizer: 1\).*; train with the tokenizer",
+    ):
+        build_model(load_config(yaml, [*own, f"model.init_from={folder}"]))

@@ -318,10 +318,20 @@ def load_classifier(
             f"predict handles binary classifiers (num_labels=2); {model_dir} has num_labels="
             f"{model.config.num_labels}"
         )
-    missing = [n for n in ("cls_token_id", "sep_token_id") if getattr(model.config, n) is None]
-    if missing:  # every text is framed [CLS] ... [SEP], as in training
-        raise ValueError(f"{model_dir}/config.json sets no {' or '.join(missing)}; predict needs both")
-    return model.to(device).eval(), load_tokenizer(tokenizer_file)
+    tokenizer = load_tokenizer(tokenizer_file)
+    # Every text is framed [CLS] ... [SEP] with the tokenizer's ids, as fine-tuning framed it.
+    for name, token in (("cls_token_id", "[CLS]"), ("sep_token_id", "[SEP]")):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"{tokenizer_file} has no {token} token; predict frames texts [CLS] ... [SEP]")
+        if getattr(model.config, name) != token_id:
+            logger.warning(
+                "%s/config.json says %s=%s but its tokenizer's %s is %d; using the tokenizer's, as "
+                "fine-tuning did",
+                model_dir, name, getattr(model.config, name), token, token_id,
+            )  # fmt: skip
+            setattr(model.config, name, token_id)
+    return model.to(device).eval(), tokenizer
 
 
 def _check_is_fine_tuned_classifier(model_dir: Path) -> None:

@@ -20,11 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
+from modernenc.model.config import PRESETS
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
 from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
-from modernenc.train.config import ConfigError, trains_on_gpu
+from modernenc.train.config import DEFAULT_PRESET, ConfigError, trains_on_gpu
 
 
 class _IterableStream(IterableDataset):
@@ -50,14 +51,64 @@ class TaskParts:
     eval_subset_num_batches: int | None = None  # overrides the config's (-1: the whole split)
 
 
-def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **overrides: Any):
-    """`cls` from `model.init_from` (HF folder, hub id or train.py checkpoint), else from the preset."""
-    overrides = {**OmegaConf.to_container(cfg.model.overrides), **overrides}
-    if cfg.model.init_from:
-        from modernenc.train.export import load_weights_into
+# Model config fields that must agree with the tokenizer: training frames, masks and pads with its ids.
+TOKENIZER_SPECIAL_IDS = {
+    "pad_token_id": "[PAD]",
+    "cls_token_id": "[CLS]",
+    "sep_token_id": "[SEP]",
+    "mask_token_id": "[MASK]",
+}
 
-        return load_weights_into(cls, cfg.model.init_from, **overrides)
-    return cls(ModernEncoderConfig.from_preset(cfg.model.preset, **overrides))
+
+def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **overrides: Any):
+    """`cls` from `model.init_from` (HF folder, hub id or train.py checkpoint), else from the preset.
+
+    A random init takes its special ids and vocabulary size from `data.tokenizer`; a checkpoint must
+    already agree with it, or the saved model would frame and pad texts unlike its training.
+    """
+    from modernenc.data.masking import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    ids = {field: tokenizer.token_to_id(token) for field, token in TOKENIZER_SPECIAL_IDS.items()}
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    overrides = {**OmegaConf.to_container(cfg.model.overrides), **overrides}
+    preset = cfg.model.preset  # checked against PRESETS by load_config
+    if not cfg.model.init_from:
+        config = ModernEncoderConfig.from_preset(
+            preset or DEFAULT_PRESET, **{"vocab_size": vocab_size, **ids, **overrides}
+        )
+        return cls(config)
+    from modernenc.train.export import load_weights_into
+
+    model = load_weights_into(cls, cfg.model.init_from, **overrides)
+    _check_checkpoint(model.config, cfg, ids, vocab_size)
+    for name, token_id in ids.items():  # fill ids a checkpoint left unset
+        if getattr(model.config, name) is None:
+            setattr(model.config, name, token_id)
+    return model
+
+
+def _check_checkpoint(
+    config: ModernEncoderConfig, cfg: DictConfig, ids: dict[str, int | None], vocab_size: int
+) -> None:
+    """`model.init_from` must have the sizes of a `model.preset` given beside it, and the tokenizer's ids."""
+    source, preset = f"model.init_from={cfg.model.init_from}", cfg.model.preset
+    differ = [k for k, v in PRESETS.get(preset, {}).items() if getattr(config, k) != v]
+    if differ:
+        has = ", ".join(f"{k}={getattr(config, k)}" for k in differ)
+        raise ConfigError(
+            f"{source} has {has}, not the sizes of model.preset={preset}; "
+            f"set model.preset to the checkpoint's size, or model.preset=null to take its sizes"
+        )
+    clash = [f"{k}={getattr(config, k)} (tokenizer: {v})" for k, v in ids.items()
+             if v is not None and getattr(config, k) not in (v, None)]  # fmt: skip
+    if vocab_size > config.vocab_size:
+        clash.append(f"vocab_size={config.vocab_size} (tokenizer: {vocab_size})")
+    if clash:
+        raise ConfigError(
+            f"data.tokenizer={cfg.data.tokenizer} does not match {source}: {', '.join(clash)}; "
+            f"train with the tokenizer the checkpoint was trained with"
+        )
 
 
 def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
@@ -95,6 +146,10 @@ def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
         )
 
 
+# Held-out masks are the same in every run, so eval losses compare across runs, seeds and phases.
+EVAL_MASK_SEED = 17
+
+
 def build_stream(cfg: DictConfig, split: str):
     from modernenc.data.streaming_dataset import build_packed_mlm_stream
 
@@ -109,7 +164,7 @@ def build_stream(cfg: DictConfig, split: str):
         tokenizer=data.tokenizer,
         capacity=data.micro_batch_size * data.max_seq_len,
         mlm_probability=data.mlm_probability if split == "train" else data.eval_mlm_probability,
-        seed=data.seed,
+        seed=data.seed if split == "train" else EVAL_MASK_SEED,
         buffer_size=data.buffer_size or max(128, 16 * data.micro_batch_size),
         num_workers=data.num_workers,
         shuffle=split == "train",
@@ -138,8 +193,21 @@ def check_save_folder(cfg: DictConfig) -> None:
     is left beside the new run's."""
     folder = Path(cfg.save_folder)
     existing = sorted(folder.glob("*.pt")) if folder.is_dir() else []
-    if not existing or cfg.autoresume:
+    if not existing:
         return
+    if cfg.autoresume:
+        if cfg.model.init_from:  # composer's resume replaces them; say so, a restart may have been meant
+            print(
+                f"autoresume=true: continuing the run in {folder} from its latest checkpoint (weights, "
+                f"optimizer, schedule and data position); model.init_from applies to a fresh run only"
+            )
+        return
+    init_from = Path(cfg.model.init_from or "")
+    if cfg.model.init_from and init_from.exists() and init_from.resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(
+            f"model.init_from={init_from} lies in this run's folder {folder}, which already holds "
+            f"checkpoints; give the new run another run_name (or save_folder)"
+        )
     if not cfg.force:
         raise ConfigError(
             f"{folder} already holds checkpoints ({existing[0].name}, ...); set autoresume=true to "

@@ -15,13 +15,19 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from modernenc.model.config import PRESETS
+from modernenc.suggest import did_you_mean
+
 TASKS = ("mlm", "classification", "token_classification")
+DEFAULT_PRESET = "mini"  # a random init's sizes when model.preset is null
 
 
 @dataclass
 class ModelConfig:
     task: str = "mlm"  # mlm (pre-training, annealing), classification or token_classification
-    preset: str = "mini"  # architecture when starting from random init
+    # Sizes for a random init (null: DEFAULT_PRESET). With init_from the checkpoint's sizes are used; a
+    # preset given too must match them, so a wrong checkpoint cannot train under another size's recipe.
+    preset: str | None = None
     # Start from these weights instead: a Hugging Face folder or hub id, or a `*.pt` checkpoint written by
     # train.py. Only the weights are taken; the clock, optimizer and schedule start fresh.
     init_from: str | None = None
@@ -60,7 +66,7 @@ class DataConfig:
     # at ModernBERT's 96 x 1024 slots that packs 99.8% full, against 98.4% with a fixed 128.
     buffer_size: int | None = None
     num_workers: int = 0
-    seed: int = 17
+    seed: int = 17  # the training stream's order and masks; held-out masks never change (EVAL_MASK_SEED)
 
 
 @dataclass
@@ -192,6 +198,11 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
 
     if cfg.model.task not in TASKS:
         raise ConfigError(f"{path}: model.task={cfg.model.task!r}; choose one of {TASKS}")
+    if cfg.model.preset is not None and cfg.model.preset not in PRESETS:
+        raise ConfigError(
+            f"{path}: model.preset={cfg.model.preset!r}{did_you_mean(cfg.model.preset, PRESETS)}; "
+            f"choose one of {sorted(PRESETS)}"
+        )
     for key in ("max_duration", "eval_interval", "save_interval", "scheduler.t_warmup", "scheduler.t_decay"):
         value = OmegaConf.select(cfg, key)
         if value is None:
