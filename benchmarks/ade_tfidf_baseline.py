@@ -1,6 +1,6 @@
 """TF-IDF + logistic regression on the ADE sentence-classification split (the floor for fine-tuned encoders).
 
-    python data_prep/ade.py --source /work/shared/data/ade_corpus_v2 --out data/ade
+    python data_prep/ade.py --source ../shared/data/ade_corpus_v2 --out data/ade
     python benchmarks/ade_tfidf_baseline.py --split-dir data/ade
 
 Trains on train.jsonl and reports F1/precision/recall/accuracy/AUROC for the ADE class on validation and

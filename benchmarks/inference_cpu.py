@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import ModernBertConfig, ModernBertModel
 
-from modernenc import ModernEncoderConfig, ModernEncoderModel
+from modernenc import PRESETS, ModernEncoderConfig, ModernEncoderModel
 
 WORKLOADS = {
     # name: (batch size, length sampler) -- lengths as in ../shared/reference/cpu-baselines.md
@@ -69,15 +69,22 @@ def time_once(model, ids, mask, dtype) -> float:
         return time.perf_counter() - start
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--shape", default="base", help="model preset (base, large, small, ...)")
+    parser.add_argument("--shape", default="base", choices=sorted(PRESETS), help="model preset")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -14,6 +14,8 @@ loss is not measured on batches the small model has already learned from. Every 
 from the repository root (the yaml's data paths are relative):
 
     python benchmarks/tiling_vs_random.py --small-batches 150 --big-batches 40
+
+Each run's folder under --out is replaced on every invocation (its checkpoints are this script's own).
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ from composer.utils import reproducibility
 from omegaconf import DictConfig
 
 from modernenc.model import ModernEncoderForMaskedLM
-from modernenc.model.config import ModernEncoderConfig
 from modernenc.paths import REPO_ROOT
-from modernenc.train.builders import build_stream, build_trainer
+from modernenc.train.builders import build_model, build_stream, build_trainer
 from modernenc.train.composer_model import MODEL_INPUTS
 from modernenc.train.config import load_config
 from modernenc.train.export import load_composer_checkpoint
@@ -62,6 +63,7 @@ def run_config(run: str, out: Path, batches: int, args: argparse.Namespace, *ove
 def train(cfg: DictConfig) -> dict[int, float]:
     """Train one run; its training loss by batch number (1-based)."""
     memory = InMemoryLogger()
+    cfg = cfg.copy()
     cfg.data.eval = None  # held-out scoring is done afterwards, on identical batches for every model
     trainer = build_trainer(cfg, loggers=[memory])
     start = time.perf_counter()
@@ -130,19 +132,18 @@ def main() -> None:
     print(f"3. training {args.big_preset} for {args.big_batches} batches from each start")
     other_order = "data.seed=18"  # not step 1's order
     inits = {name: f"model.init_from={args.out / f'{name}-hf'}" for name in starts}
-    inits["random"] = f"model.preset={args.big_preset}"
+    inits["random"] = "model.init_from=null"
+    big = f"model.preset={args.big_preset}"  # the tiled folders have its sizes too
     cfgs = {
-        name: run_config(name, args.out, args.big_batches, args, init, other_order)
+        name: run_config(name, args.out, args.big_batches, args, init, big, other_order)
         for name, init in inits.items()
     }
     losses = {name: train(cfg) for name, cfg in cfgs.items()}
 
     print(f"4. scoring on {args.eval_batches} held-out micro-batches")
     batches = list(itertools.islice(iter(build_stream(small_cfg, "eval")), args.eval_batches))
-    reproducibility.seed_all(cfgs["random"].seed)  # a random start like the one train.py built
-    starts["random"] = ModernEncoderForMaskedLM(
-        ModernEncoderConfig.from_preset(args.big_preset, sparse_prediction=True)
-    )
+    reproducibility.seed_all(cfgs["random"].seed)  # the random start train.py built, yaml overrides included
+    starts["random"] = build_model(cfgs["random"]).model
     before = {name: heldout_loss(model, batches) for name, model in starts.items()}
     after = {
         name: heldout_loss(load_composer_checkpoint(args.out / name / "latest-rank0.pt"), batches)

@@ -24,8 +24,8 @@ from modernenc.tasks.ade_data import (
 )
 
 EXAMPLE = """example:
-  python data_prep/ade.py --source /work/shared/data/ade_corpus_v2 --out data/ade
-  python data_prep/ade.py --source /work/shared/data/ade_corpus_v2 --out data/ade_natural --natural
+  python data_prep/ade.py --source ../shared/data/ade_corpus_v2 --out data/ade
+  python data_prep/ade.py --source ../shared/data/ade_corpus_v2 --out data/ade_natural --natural
   python data_prep/ade.py --source hf --out data/ade      # needs the Hugging Face Hub (or its cache)
 """
 

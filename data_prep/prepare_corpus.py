@@ -3,10 +3,10 @@
 Example (Wikipedia, 1% validation hold-out, ADE sentences removed)::
 
     python data_prep/prepare_corpus.py \\
-        --input /work/shared/data/wikipedia_en --format wikiextractor \\
-        --tokenizer /work/shared/data/tokenizers/modernbert \\
+        --input ../shared/data/wikipedia_en --format wikiextractor \\
+        --tokenizer ../shared/data/tokenizers/modernbert \\
         --output data/mds/wiki --max-length 1024 --validation-fraction 0.01 \\
-        --decontaminate /work/shared/data/ade_corpus_v2
+        --decontaminate ../shared/data/ade_corpus_v2
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from modernenc.data.masking import load_tokenizer
 from modernenc.data.mds import check_output_dir, staged_output_dir, write_mds_corpus
 
 EXAMPLE = """example:
-  python data_prep/prepare_corpus.py --input /work/shared/data/pubmed --format jsonl --text-field text \\
-      --tokenizer /work/shared/data/tokenizers/modernbert --output data/mds/pubmed \\
-      --max-length 1024 --validation-fraction 0.01 --decontaminate /work/shared/data/ade_corpus_v2
+  python data_prep/prepare_corpus.py --input ../shared/data/pubmed --format jsonl --text-field text \\
+      --tokenizer ../shared/data/tokenizers/modernbert --output data/mds/pubmed \\
+      --max-length 1024 --validation-fraction 0.01 --decontaminate ../shared/data/ade_corpus_v2
 """
 
 

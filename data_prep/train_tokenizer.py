@@ -6,7 +6,7 @@ padded with ``[unusedN]`` tokens to a multiple of 64 (tensor-core friendly embed
 
 Example::
 
-    python data_prep/train_tokenizer.py --input /work/shared/data/pubmed --vocab-size 32768 \\
+    python data_prep/train_tokenizer.py --input ../shared/data/pubmed --vocab-size 32768 \\
         --output tokenizers/pubmed-32k
 """
 
@@ -35,7 +35,7 @@ from modernenc.data.corpus import FORMATS, Document, iter_documents
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
 
 EXAMPLE = """example:
-  python data_prep/train_tokenizer.py --input /work/shared/data/pubmed --format jsonl \\
+  python data_prep/train_tokenizer.py --input ../shared/data/pubmed --format jsonl \\
       --vocab-size 32768 --output tokenizers/pubmed-32k
 """
 
@@ -115,14 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "tokenizer.json").exists() and not args.force:
         print(f"error: {out / 'tokenizer.json'} exists; pass --force to overwrite", file=sys.stderr)
         return 1
+    if out.exists() and not out.is_dir():
+        print(f"error: --output {out} is a file; pass a folder", file=sys.stderr)
+        return 2
     if args.vocab_size <= len(SPECIAL_TOKENS) + 256:
         print("error: --vocab-size must exceed the 256 byte symbols plus the special tokens", file=sys.stderr)
         return 2
+    for name in ("min_frequency", "pad_to_multiple_of", "model_max_length"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
     skipped: Counter[str] = Counter()
+    used = 0
 
     def texts(docs: Iterator[Document]) -> Iterator[str]:
+        nonlocal used
         for doc in tqdm(docs, unit="doc", desc="reading", disable=args.no_progress, mininterval=1.0):
             if doc.skip_reason is None:
+                used += 1
                 yield doc.text
             else:
                 skipped[doc.skip_reason] += 1
@@ -132,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         tok = train_bpe(texts(docs), args.vocab_size, args.min_frequency, args.pad_to_multiple_of)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    if used == 0:  # a BPE of byte symbols only; nothing is written
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in skipped.most_common()) or "the input holds none"
+        print(f"error: no document had text to train on ({reasons}); check --text-field", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     save_hf(tok, out, args.model_max_length)

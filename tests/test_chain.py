@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import modernenc.chain as chain
 from modernenc.paths import REPO_ROOT
 
@@ -23,6 +25,18 @@ def test_finished_stages_are_reused_and_the_rest_run_in_order(monkeypatch, capsy
     ran.clear()
     chain.run_chain("unused.md", only=["c"])
     assert ran == ["c"]
+
+
+def test_a_results_path_that_cannot_be_written_fails_before_any_stage(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(chain, "stages", lambda out: [chain.Stage("a", "x", lambda: False, run=ran.append)])
+    for bad, problem in (
+        (tmp_path / "no" / "x.md", "in a folder that does not exist"),
+        (tmp_path, "a folder"),
+    ):
+        with pytest.raises(chain.ChainError, match=f"the results table {bad} is {problem}"):
+            chain.run_chain(bad)
+    assert ran == []
 
 
 def test_every_stage_names_files_that_exist():

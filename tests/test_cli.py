@@ -106,3 +106,15 @@ def test_export_names_the_auto_class_that_loads_the_task(cls, auto, tmp_path, ca
     assert f"load it with transformers.{auto}.from_pretrained" in capsys.readouterr().out
     loaded = getattr(transformers, auto).from_pretrained(tmp_path / "hf")  # the named class loads it
     assert type(loaded).__name__ == cls.hf_architecture
+
+
+def test_demo_runs_and_an_existing_export_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    main(["demo", "--out", str(out), "--preset", "tiny"])
+    printed = capsys.readouterr().out
+    difference = float(printed.split("max |logit difference| vs transformers: ")[1].split()[0])
+    assert difference < 1e-4 and "[4/4]" in printed
+    with pytest.raises(SystemExit) as done:
+        main(["demo", "--out", str(out), "--preset", "tiny"])
+    assert "already holds a model; pass --force" in str(done.value.code)
+    assert "[1/4]" not in capsys.readouterr().out

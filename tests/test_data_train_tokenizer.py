@@ -80,3 +80,19 @@ def test_existing_output_needs_force(trained, capsys):
     argv = ["--input", str(WIKI), "--vocab-size", "600", "--output", str(trained), "--no-progress"]
     assert train(argv) == 1
     assert "--force" in capsys.readouterr().err
+
+
+def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"body": "Rash after amoxicillin."}\n{"body": "Nausea on metformin."}\n')
+    out = tmp_path / "out"
+    common = ["--vocab-size", "600", "--no-progress"]
+    assert train(["--input", str(docs), "--output", str(out), *common]) == 1  # no "text" field anywhere
+    err = capsys.readouterr().err
+    assert "no document had text to train on (" in err and "check --text-field" in err
+    assert not out.exists()
+    assert train(["--input", str(docs), "--output", str(out), "--min-frequency", "-1", *common]) == 2
+    assert "--min-frequency must be at least 1" in capsys.readouterr().err
+    docs_file_as_output = ["--input", str(docs), "--text-field", "body", "--output", str(docs), *common]
+    assert train(docs_file_as_output) == 2
+    assert f"--output {docs} is a file" in capsys.readouterr().err

@@ -71,7 +71,9 @@ def test_average_of_the_last_two_is_their_mean(run_folder, tmp_path):
     tied = got["model.decoder.weight"], got["model.model.embeddings.tok_embeddings.weight"]
     assert tied[0].data_ptr() == tied[1].data_ptr()  # still tied, stored once
     assert averaged["state"]["timestamp"]["Timestamp"]["batch"] == 3  # the rest is the newest's
-    assert averaged["modernenc_averaged_from"] == ["ep0-ba2-rank0.pt", "ep0-ba3-rank0.pt"]
+    assert averaged["modernenc_averaged_from"] == [
+        str((run_folder / f"ep0-ba{k}-rank0.pt").resolve()) for k in (2, 3)
+    ]
 
 
 def test_integer_tensors_are_taken_from_the_newest_not_averaged(run_folder, tmp_path):

@@ -140,9 +140,19 @@ def _run_stage(stage: Stage) -> None:
         stage.run()
 
 
-def run_chain(out: str | Path = "checkpoints/quickstart-results.md", only: list[str] | None = None) -> None:
-    """Run (or reuse) every stage in order; `only` restricts the chain to the named stages."""
-    out = REPO_ROOT / out
+DEFAULT_RESULTS = REPO_ROOT / "checkpoints" / "quickstart-results.md"
+
+
+def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) -> None:
+    """Run (or reuse) every stage in order; `only` restricts the chain to the named stages.
+
+    `out` (relative to the working directory) is the results table, rewritten by each run; it is checked
+    before the first stage, not after half an hour of training.
+    """
+    out = Path(out).absolute()
+    if out.is_dir() or not out.parent.is_dir():
+        problem = "is a folder" if out.is_dir() else f"is in a folder that does not exist ({out.parent})"
+        raise ChainError(f"the results table {out} {problem}; pass --out FILE.md in an existing folder")
     all_stages = stages(out)
     chosen = [s for s in all_stages if only is None or s.name in only]
     for i, stage in enumerate(chosen, 1):
@@ -196,6 +206,7 @@ def _finetune_row(run_name: str) -> dict:
 
     run = REPO_ROOT / "checkpoints" / run_name
     report = json.loads((run / "eval" / "report.json").read_text())
+    print(f"    timing modernenc predict on the test split: {run_name}/best-hf", flush=True)
     summary = predict_file(
         run / "best-hf",
         REPO_ROOT / "data/ade/test.jsonl",

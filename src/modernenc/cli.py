@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modernenc.model.config import PRESETS
 from modernenc.paths import REPO_ROOT
 
 
@@ -25,7 +26,9 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
         default=Path("checkpoints/demo-export"),
         help="folder for the exported Hugging Face model (default: %(default)s)",
     )
-    parser.add_argument("--preset", default="mini", help="model preset (default: %(default)s)")
+    parser.add_argument(
+        "--preset", default="mini", choices=sorted(PRESETS), help="model preset (default: %(default)s)"
+    )
     parser.add_argument("--force", action="store_true", help="replace an earlier export in --out")
     parser.epilog = "Example: modernenc demo --out checkpoints/demo-export --preset mini"
 
@@ -158,8 +161,8 @@ def _tile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an earlier model in OUT")
     parser.epilog = (
         "Example: modernenc tile checkpoints/quickstart-pretrain/hf checkpoints/tiled-small --preset small; "
-        "then train it with `python train.py yamls/quickstart/pretrain.yaml "
-        "model.init_from=checkpoints/tiled-small`"
+        "then train it with `python train.py yamls/quickstart/pretrain.yaml run_name=tiled-small-pretrain "
+        "model.preset=small model.init_from=checkpoints/tiled-small`"
     )
 
 
@@ -239,14 +242,14 @@ def _average(args: argparse.Namespace) -> None:
 
 
 def _quickstart_args(parser: argparse.ArgumentParser) -> None:
-    from modernenc.chain import stages
+    from modernenc.chain import DEFAULT_RESULTS, stages
 
     names = [stage.name for stage in stages(Path("results.md"))]
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("checkpoints/quickstart-results.md"),
-        help="results table to write (default: %(default)s)",
+        default=DEFAULT_RESULTS,
+        help="results table, rewritten by each run (default: %(default)s)",
     )
     parser.add_argument(
         "--only", nargs="+", choices=names, metavar="STAGE", help=f"run only these stages: {', '.join(names)}"

@@ -28,6 +28,8 @@ def ade_sentences(limit: int) -> list[str]:
 def run_demo(out_dir: Path, preset: str = "mini", num_sentences: int = 256, overwrite: bool = False) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+    if (Path(out_dir) / "model.safetensors").exists() and not overwrite:  # before any work
+        raise FileExistsError(f"{out_dir} already holds a model; pass --force to replace it")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tokenizer = AutoTokenizer.from_pretrained(modernbert_tokenizer_dir())
     print(f"==> [1/4] building a random '{preset}' classifier (labels no_ade / ade)")

@@ -182,7 +182,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: boo
     for key, source in aliases.items():  # keep tied weights tied, stored once
         averaged[key] = averaged[source]
     template["state"]["model"] = averaged
-    template["modernenc_averaged_from"] = [p.name for p in paths]
+    template["modernenc_averaged_from"] = [str(p.resolve()) for p in paths]  # which run each came from
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save(template, tmp)
