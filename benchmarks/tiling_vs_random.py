@@ -15,7 +15,8 @@ from the repository root (the yaml's data paths are relative):
 
     python benchmarks/tiling_vs_random.py --small-batches 150 --big-batches 40
 
-Each run's folder under --out is replaced on every invocation (its checkpoints are this script's own).
+Each run's folder under --out is replaced on every invocation (its checkpoints are this script's own),
+except the small run's with --reuse-small.
 """
 
 from __future__ import annotations

@@ -128,6 +128,9 @@ def test_save_refuses_to_overwrite_and_copies_tokenizer(mlm_checkpoint, tmp_path
     for _ in range(2):
         model.save_pretrained(out, tokenizer_path=read_only, overwrite=True)
     assert all(file.stat().st_mode & 0o200 for file in out.iterdir())
+    model.save_pretrained(out, tokenizer_path=out, overwrite=True)  # its own tokenizer: kept
+    assert AutoTokenizer.from_pretrained(out).cls_token_id == 50281
+    assert sorted(f.name for f in out.iterdir() if f.name.startswith(".")) == []
 
 
 def test_label_names_round_trip(tmp_path):

@@ -136,7 +136,7 @@ def test_plot_schedule_refuses_to_overwrite_without_force_and_a_world_below_one(
     assert not (tmp_path / "w.png").exists()
     with pytest.raises(SystemExit) as exit_info:  # refused before the simulation, not after it
         cli_main(["plot-schedule", str(yaml), "--out", str(tmp_path / "s.txt")])
-    assert "s.txt: give an image file name ending in one of .png" in str(exit_info.value.code)
+    assert "s.txt: give an image file name ending in one of .avif, .eps" in str(exit_info.value.code)
 
 
 def test_plot_schedule_explains_epoch_durations(tmp_path):

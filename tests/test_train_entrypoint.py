@@ -324,9 +324,20 @@ def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path):
     with pytest.raises(
         ConfigError,
         match=r"has hidden_size=128, .*num_hidden_layers=3.* not the sizes of "
-        r"model.preset=mini; set model.preset to the checkpoint's size, or model.preset=null",
+        r"model.preset=mini; set model.preset=tiny \(its sizes\) or model.preset=null",
     ):
         build_model(load_config(yaml, [f"model.init_from={folder}"]))
+    # With force=true, the earlier run in the save folder is removed only once the new run has built.
+    earlier = tmp_path / "run" / "ep0-ba2-rank0.pt"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"earlier run")
+    from modernenc.train.builders import build_task
+
+    with pytest.raises(ConfigError, match="not the sizes of model.preset=mini"):
+        build_task(
+            load_config(yaml, [f"model.init_from={folder}", f"save_folder={earlier.parent}", "force=true"])
+        )
+    assert earlier.read_bytes() == b"earlier run"
     for preset in ("tiny", "null"):
         model = build_model(load_config(yaml, [f"model.init_from={folder}", f"model.preset={preset}"])).model
         assert model.config.num_hidden_layers == 3
@@ -373,5 +384,9 @@ def test_a_random_init_takes_the_tokenizers_ids_and_a_checkpoint_must_share_them
         ConfigError,
         match=r"does not match model.init_from=.*ckpt: pad_token_id=50283 "
         r"\(tokenizer: 3\), cls_token_id=50281 \(tokenizer: 1\).*; train with the tokenizer",
-    ):
+    ) as refused:
         build_model(load_config(yaml, [*own, f"model.init_from={folder}"]))
+    # The fix the message gives for a checkpoint that was trained on this tokenizer works as written.
+    fix = str(refused.value).split("pass '")[1].rstrip("')")
+    config = build_model(load_config(yaml, [*own, f"model.init_from={folder}", fix])).model.config
+    assert [getattr(config, k) for k in ids[1:]] == [3, 1, 2, 4]

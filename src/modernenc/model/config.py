@@ -15,6 +15,13 @@ from modernenc.suggest import did_you_mean
 # ModernBERT's tokenizer (a modified OLMo tokenizer): 50,368 ids, the last 83 unused.
 MODERNBERT_VOCAB_SIZE = 50368
 MODERNBERT_SPECIAL_IDS = {"unk": 50280, "cls": 50281, "sep": 50282, "pad": 50283, "mask": 50284}
+# Config fields that hold a tokenizer's special token ids, and the tokens (ModernBERT's names).
+SPECIAL_TOKEN_FIELDS = {
+    "pad_token_id": "[PAD]",
+    "cls_token_id": "[CLS]",
+    "sep_token_id": "[SEP]",
+    "mask_token_id": "[MASK]",
+}
 
 ATTENTION_BACKENDS = ("auto", "flash", "sdpa")
 POOLING_MODES = ("cls", "mean")

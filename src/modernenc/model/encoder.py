@@ -76,6 +76,15 @@ class ModernEncoderPreTrainedModel(nn.Module):
 
         return save_pretrained(self, out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
 
+    # composer's FSDP asks the model it wraps these: one FSDP unit, and one activation checkpoint, per
+    # encoder layer. Embeddings, norms and the tied decoder stay in the root unit, together, as tying
+    # requires; without them the whole model would be one unit, gathered whole on every rank.
+    def fsdp_wrap_fn(self, module: nn.Module) -> bool:
+        return isinstance(module, EncoderLayer)
+
+    def activation_checkpointing_fn(self, module: nn.Module) -> bool:
+        return isinstance(module, EncoderLayer)
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         params = {id(p): p for p in self.parameters()}  # tied weights count once
         if exclude_embeddings:

@@ -336,7 +336,9 @@ def save_pretrained(
     hf_config = config_to_hf_dict(model.config, model.hf_architecture, dtype)
     (out / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     for file in tokenizer_files:
-        target = out / file.name
-        target.unlink(missing_ok=True)  # not copy2: the originals may be read-only, and so its copies
-        shutil.copyfile(file, target)
+        # Through a new file: the originals may be read-only (copy2 would pass that on to our copy), and
+        # the source may be the target itself, when a folder is re-saved with its own tokenizer.
+        partial = out / f".{file.name}.partial"
+        shutil.copyfile(file, partial)
+        partial.replace(out / file.name)
     return out

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from modernenc.model.config import SPECIAL_TOKEN_FIELDS
 from modernenc.model.hf_interop import THRESHOLDS_FILE
 from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.tasks.classification_data import collate_packed, length_sorted_batches, tokenize_texts
@@ -320,7 +321,8 @@ def load_classifier(
         )
     tokenizer = load_tokenizer(tokenizer_file)
     # Every text is framed [CLS] ... [SEP] with the tokenizer's ids, as fine-tuning framed it.
-    for name, token in (("cls_token_id", "[CLS]"), ("sep_token_id", "[SEP]")):
+    for name in ("cls_token_id", "sep_token_id"):
+        token = SPECIAL_TOKEN_FIELDS[name]
         token_id = tokenizer.token_to_id(token)
         if token_id is None:
             raise ValueError(f"{tokenizer_file} has no {token} token; predict frames texts [CLS] ... [SEP]")

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
-from modernenc.model.config import PRESETS
+from modernenc.model.config import PRESETS, SPECIAL_TOKEN_FIELDS
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
@@ -51,15 +51,6 @@ class TaskParts:
     eval_subset_num_batches: int | None = None  # overrides the config's (-1: the whole split)
 
 
-# Model config fields that must agree with the tokenizer: training frames, masks and pads with its ids.
-TOKENIZER_SPECIAL_IDS = {
-    "pad_token_id": "[PAD]",
-    "cls_token_id": "[CLS]",
-    "sep_token_id": "[SEP]",
-    "mask_token_id": "[MASK]",
-}
-
-
 def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **overrides: Any):
     """`cls` from `model.init_from` (HF folder, hub id or train.py checkpoint), else from the preset.
 
@@ -69,7 +60,7 @@ def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **over
     from modernenc.data.masking import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.data.tokenizer)
-    ids = {field: tokenizer.token_to_id(token) for field, token in TOKENIZER_SPECIAL_IDS.items()}
+    ids = {field: tokenizer.token_to_id(token) for field, token in SPECIAL_TOKEN_FIELDS.items()}
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     overrides = {**OmegaConf.to_container(cfg.model.overrides), **overrides}
     preset = cfg.model.preset  # checked against PRESETS by load_config
@@ -82,9 +73,6 @@ def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **over
 
     model = load_weights_into(cls, cfg.model.init_from, **overrides)
     _check_checkpoint(model.config, cfg, ids, vocab_size)
-    for name, token_id in ids.items():  # fill ids a checkpoint left unset
-        if getattr(model.config, name) is None:
-            setattr(model.config, name, token_id)
     return model
 
 
@@ -96,18 +84,25 @@ def _check_checkpoint(
     differ = [k for k, v in PRESETS.get(preset, {}).items() if getattr(config, k) != v]
     if differ:
         has = ", ".join(f"{k}={getattr(config, k)}" for k in differ)
+        same = [
+            name for name, sizes in PRESETS.items() if all(getattr(config, k) == v for k, v in sizes.items())
+        ]
         raise ConfigError(
-            f"{source} has {has}, not the sizes of model.preset={preset}; "
-            f"set model.preset to the checkpoint's size, or model.preset=null to take its sizes"
+            f"{source} has {has}, not the sizes of model.preset={preset}; set "
+            + (f"model.preset={same[0]} (its sizes)" if same else "model.preset to the checkpoint's size")
+            + " or model.preset=null to take its sizes"
         )
-    clash = [f"{k}={getattr(config, k)} (tokenizer: {v})" for k, v in ids.items()
-             if v is not None and getattr(config, k) not in (v, None)]  # fmt: skip
+    clash = {k: v for k, v in ids.items() if v is not None and getattr(config, k) not in (v, None)}
+    described = [f"{k}={getattr(config, k)} (tokenizer: {v})" for k, v in clash.items()]
     if vocab_size > config.vocab_size:
-        clash.append(f"vocab_size={config.vocab_size} (tokenizer: {vocab_size})")
-    if clash:
+        described.append(f"vocab_size={config.vocab_size} (tokenizer: {vocab_size})")
+    if described:
+        fix = ", ".join(f"{k}: {v}" for k, v in clash.items())
         raise ConfigError(
-            f"data.tokenizer={cfg.data.tokenizer} does not match {source}: {', '.join(clash)}; "
-            f"train with the tokenizer the checkpoint was trained with"
+            f"data.tokenizer={cfg.data.tokenizer} does not match {source}: {', '.join(described)}; train "
+            f"with the tokenizer the checkpoint was trained with (a checkpoint pre-trained from scratch on "
+            f"this tokenizer by an earlier modernenc kept ModernBERT's ids in its config: pass "
+            f"'model.overrides={{{fix}}}')"
         )
 
 
@@ -187,21 +182,24 @@ def build_loggers(cfg: DictConfig) -> list[LoggerDestination]:
 RUN_OUTPUTS = ("best-hf", "final-hf", "eval", "curves.png", "DONE")
 
 
-def check_save_folder(cfg: DictConfig) -> None:
-    """Refuse to write into another run's checkpoints unless resuming it or `force=true`; with `force`,
-    remove that run's outputs first, so nothing of it (a checkpoint to average, a best model, a report)
-    is left beside the new run's."""
+def check_save_folder(cfg: DictConfig) -> list[Path]:
+    """Refuse to write into another run's checkpoints unless resuming it or `force=true`.
+
+    With `force`, returns that run's outputs, for `remove_earlier_run` once the new run has been built:
+    nothing of it (a checkpoint to average, a best model, a report) may be left beside the new run's, and
+    nothing may be lost to a config that then fails to build.
+    """
     folder = Path(cfg.save_folder)
     existing = sorted(folder.glob("*.pt")) if folder.is_dir() else []
     if not existing:
-        return
+        return []
     if cfg.autoresume:
         if cfg.model.init_from:  # composer's resume replaces them; say so, a restart may have been meant
             print(
                 f"autoresume=true: continuing the run in {folder} from its latest checkpoint (weights, "
                 f"optimizer, schedule and data position); model.init_from applies to a fresh run only"
             )
-        return
+        return []
     init_from = Path(cfg.model.init_from or "")
     if cfg.model.init_from and init_from.exists() and init_from.resolve().is_relative_to(folder.resolve()):
         raise ConfigError(
@@ -214,16 +212,19 @@ def check_save_folder(cfg: DictConfig) -> None:
             f"continue that run, force=true to replace it, or choose another run_name"
         )
     if dist.get_local_rank() != 0:
-        return
-    outputs = [
-        p for p in (*existing, *(folder / name for name in RUN_OUTPUTS)) if p.exists() or p.is_symlink()
-    ]
+        return []
+    return [p for p in (*existing, *(folder / name for name in RUN_OUTPUTS)) if p.exists() or p.is_symlink()]
+
+
+def remove_earlier_run(outputs: list[Path]) -> None:
     for path in outputs:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)  # another node may share the folder
         else:
             path.unlink(missing_ok=True)
-    print(f"force=true: removed the earlier run's {', '.join(p.name for p in outputs)} from {folder}")
+    if outputs:
+        names = ", ".join(p.name for p in outputs)
+        print(f"force=true: removed the earlier run's {names} from {outputs[0].parent}")
 
 
 def build_mlm_parts(cfg: DictConfig) -> TaskParts:
@@ -409,7 +410,10 @@ def build_trainer(
 
 
 def build_task(cfg: DictConfig) -> TaskParts:
-    """Check the save folder, seed everything, then build the task's model and data."""
-    check_save_folder(cfg)
+    """Check the save folder, seed everything, build the task's model and data, and only then (force=true)
+    remove the earlier run's outputs."""
+    earlier_run = check_save_folder(cfg)
     reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
-    return TASK_BUILDERS[cfg.model.task](cfg)
+    parts = TASK_BUILDERS[cfg.model.task](cfg)
+    remove_earlier_run(earlier_run)
+    return parts

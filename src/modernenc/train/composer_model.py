@@ -11,7 +11,6 @@ from composer.models import ComposerModel
 from torchmetrics import Metric
 
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
-from modernenc.model.layers import EncoderLayer
 
 # Config fields that may differ between a checkpoint and the run loading it.
 RUNTIME_FIELDS = (
@@ -25,10 +24,6 @@ RUNTIME_FIELDS = (
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "cu_seqlens", "max_seqlen", "position_ids")
 
 
-def is_encoder_layer(module: torch.nn.Module) -> bool:
-    return isinstance(module, EncoderLayer)
-
-
 class ModernEncoderComposerModel(ComposerModel):
     """A masked-LM model as composer sees it: forward on a batch dict, loss from the model's output.
 
@@ -37,11 +32,6 @@ class ModernEncoderComposerModel(ComposerModel):
 
     def __init__(self, model: ModernEncoderPreTrainedModel) -> None:
         super().__init__()
-        # composer's FSDP asks the wrapped child these: one FSDP unit, and one activation checkpoint, per
-        # encoder layer. Embeddings, norms and the tied decoder stay in the root unit, together, as tying
-        # requires; without them the whole model would be one unit, gathered whole on every rank.
-        model.fsdp_wrap_fn = is_encoder_layer
-        model.activation_checkpointing_fn = is_encoder_layer
         self.model = model
         self.train_metrics: dict[str, Metric] = {}
         self.eval_metrics: dict[str, Metric] = self.build_metrics()

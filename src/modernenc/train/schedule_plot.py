@@ -126,17 +126,17 @@ def simulate_schedule(
     return out
 
 
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
-
-
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """`path` as a Path; an existing file is refused unless `overwrite` (--force), and so is a name
     matplotlib cannot write (checked before the simulation, which takes seconds for a long run)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: give an image file name ending in one of {', '.join(IMAGE_SUFFIXES)}")
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise ValueError(f"{path}: give an image file name ending in one of .{', .'.join(sorted(formats))}")
     return path
 
 
