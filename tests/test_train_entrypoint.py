@@ -317,7 +317,7 @@ def test_fsdp_options_are_checked_before_training(tmp_path, wiki_shards, monkeyp
     assert cfg.fsdp == {"sharding_strategy": "SHARD_GRAD_OP"}
 
 
-def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path):
+def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path, wiki_shards):
     tiny = ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset("tiny"))
     folder = tiny.save_pretrained(tmp_path / "tiny")
     yaml = REPO / "yamls" / "quickstart" / "pretrain.yaml"  # preset: mini
@@ -335,7 +335,11 @@ def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path):
 
     with pytest.raises(ConfigError, match="not the sizes of model.preset=mini"):
         build_task(
-            load_config(yaml, [f"model.init_from={folder}", f"save_folder={earlier.parent}", "force=true"])
+            load_config(
+                yaml,
+                [f"model.init_from={folder}", f"save_folder={earlier.parent}", "force=true"]
+                + [f"data.train={wiki_shards}", "data.eval=null"],
+            )
         )
     assert earlier.read_bytes() == b"earlier run"
     for preset in ("tiny", "null"):

@@ -98,11 +98,13 @@ def _check_checkpoint(
         described.append(f"vocab_size={config.vocab_size} (tokenizer: {vocab_size})")
     if described:
         fix = ", ".join(f"{k}: {v}" for k, v in clash.items())
+        earlier = (
+            " (a checkpoint pre-trained from scratch on this tokenizer by an earlier modernenc kept "
+            f"ModernBERT's ids in its config: pass 'model.overrides={{{fix}}}')"
+        )
         raise ConfigError(
             f"data.tokenizer={cfg.data.tokenizer} does not match {source}: {', '.join(described)}; train "
-            f"with the tokenizer the checkpoint was trained with (a checkpoint pre-trained from scratch on "
-            f"this tokenizer by an earlier modernenc kept ModernBERT's ids in its config: pass "
-            f"'model.overrides={{{fix}}}')"
+            f"with the tokenizer the checkpoint was trained with" + (earlier if clash else "")
         )
 
 
@@ -217,6 +219,7 @@ def check_save_folder(cfg: DictConfig) -> list[Path]:
 
 
 def remove_earlier_run(outputs: list[Path]) -> None:
+    """Delete what `check_save_folder` returned (force=true), and say so."""
     for path in outputs:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)  # another node may share the folder
