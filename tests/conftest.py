@@ -16,6 +16,14 @@ def _deterministic():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(params=["fused kernel", "matmul grids"])
+def grid_kernel(request, monkeypatch):
+    """Run a test twice: bucket grids on sdpa's fused kernel, then (the CPU default) as explicit matmuls."""
+    if request.param == "fused kernel":
+        monkeypatch.setattr("modernenc.model.attention.MATMUL_MAX_LENGTH", 0)
+    return request.param
+
+
 def small_hf_config(**overrides):
     """A random small `transformers` ModernBertConfig: 4 layers (global at 0 and 3), window 16."""
     from transformers import ModernBertConfig

@@ -3,7 +3,8 @@
 The window is 16 tokens (8 per side) and the batch mixes lengths 9..200, so local and global layers both
 matter, and the sdpa routes run: bucket grids with and without padding (global layers), banded attention
 over the packed stream (local layers), the in-order grid of an equal-length batch, and band-masked grids
-for local layers on short sequences.
+for local layers on short sequences. Every test runs with the grids on sdpa's fused kernel and as the
+CPU's explicit matmuls (`grid_kernel`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from modernenc import (
     ModernEncoderForSequenceClassification,
     ModernEncoderForTokenClassification,
 )
+
+pytestmark = pytest.mark.usefixtures("grid_kernel")
 
 LENGTHS = [200, 57, 130, 9, 151]
 TOLERANCE = 1e-4
@@ -82,7 +85,7 @@ def test_modernenc_to_hf(task, tmp_path):
 
 
 def test_hf_to_modernenc_fixed_length_batch(tmp_path):
-    """Equal lengths take the no-gather path: the packed tokens are the attention grid itself."""
+    """Equal lengths: the fused kernel takes the packed tokens as its grid in place, with no gather."""
     hf = AutoModelForMaskedLM.from_config(small_hf_config()).eval()
     hf.save_pretrained(tmp_path)
     ours = ModernEncoderForMaskedLM.from_pretrained(tmp_path).eval()

@@ -8,9 +8,11 @@ for global attention).
 - `flash`: flash-attn's varlen kernel on CUDA; local layers use its sliding window.
 - `sdpa`: pure PyTorch, for CPU and for GPUs without flash-attn, in two shapes:
   - *bucket grids*: sequences of similar length are gathered (one `index_select` for all of them) into
-    padded `[n, length]` grids, each grid is one `scaled_dot_product_attention` call, and one more
-    `index_select` puts the outputs back in packed order. Batches of equal lengths in order are a grid
-    already: no gather at all. Used by global layers, and by local layers on short sequences.
+    padded `[n, length]` grids, and one more `index_select` puts the outputs back in packed order. Each
+    grid is one `scaled_dot_product_attention` call, except on the CPU up to `MATMUL_MAX_LENGTH`
+    tokens, where two batched matmuls and a softmax over head-major rows run faster. Batches of equal
+    lengths in order are a grid already: no gather at all. Used by global layers, and by local layers
+    on short sequences.
   - *banded*: local layers on long sequences attend over the packed stream itself, in blocks of
     `BAND_BLOCK` queries that see the `BAND_BLOCK + 2 * window` keys around them through an
     overlapping view (no copy); a mask keeps each query inside its own sequence and window. No gather,
@@ -32,8 +34,9 @@ from modernenc.model.padding import sequence_ids_from_cu_seqlens
 # the attention spent on padding at 1 / ratio**2 while keeping the number of kernel calls small.
 BUCKET_LENGTH_RATIO = 0.9
 # Short sequences may also join when within this many tokens of the longest: their attention is cheap,
-# and fewer buckets means fewer kernel calls.
-BUCKET_MIN_SLACK = 32
+# and fewer buckets means fewer kernel calls. 16 measured best on ADE-like batches with matmul grids
+# (32 padded them more, 8 or 4 added calls).
+BUCKET_MIN_SLACK = 16
 # Queries per block in banded attention. Each block reads BAND_BLOCK + 2 * window keys, so small blocks
 # waste fewer keys outside the window and large ones use the kernel better; at window 64 on two cores,
 # 32 measured ~10% faster than 16 or 64.
@@ -45,6 +48,13 @@ BAND_BLOCK = 32
 # banded), so they switch as soon as banded computes fewer pairs.
 BANDED_PAIRS_RATIO_IN_PLACE = 2.0
 BANDED_PAIRS_RATIO_GATHERED = 1.0
+# On the CPU, grids up to this length run as explicit matmuls and softmax instead of the fused kernel:
+# faster in bf16 at every length up to 384 measured here (ADE-like batches 1.2x end to end), as fast in
+# fp32, and as fast for a training step. Longer sequences keep the fused kernel, which never holds all
+# the scores.
+MATMUL_MAX_LENGTH = 384
+# Matmul grids are split into calls of at most this many scores (64 MB in fp32) to bound memory.
+MATMUL_MAX_SCORES = 2**24
 
 
 @dataclass
@@ -57,9 +67,34 @@ class Buckets:
     key_masks: list[torch.Tensor | None]  # [n, 1, 1, length], True on real tokens; None: nothing padded
     is_identity: bool  # one grid that is the packed tokens themselves, in order: no gather or scatter
 
+    _routes: dict[tuple[int, int], GridRoutes] = field(default_factory=dict, repr=False)
+
     def query_key_pairs(self) -> int:
         """Query-key pairs the grids compute (padding included): their cost, roughly."""
         return sum(n * length * length for n, length in self.shapes)
+
+    def routes(self, heads: int, matmul_max_length: int) -> GridRoutes:
+        if (heads, matmul_max_length) not in self._routes:
+            self._routes[heads, matmul_max_length] = build_grid_routes(self, heads, matmul_max_length)
+        return self._routes[heads, matmul_max_length]
+
+
+@dataclass
+class GridRoutes:
+    """Row indices that take one layer's heads into the grids and back, built once per forward pass.
+
+    The longest grids run on the fused kernel and are gathered token-major, whole tokens at a time.
+    Grids of at most `matmul_max_length` tokens run as batched matmuls (`_matmul_grid_attention`), which
+    want each head's rows contiguous: their q, k and v rows are gathered head-major (`[n, heads, L]`)
+    straight from the packed tensors viewed as `[T * parts * heads, head_dim]` rows, with no transposed
+    copy. Every grid's output, in its own order, is concatenated and one gather puts it back per token.
+    """
+
+    fused_slots: int  # grid slots [0, fused_slots) belong to fused-kernel grids
+    matmul_grids: int  # the last this many grids run as matmuls
+    qk_rows: torch.Tensor  # rows of `qk` `[T * 2 * heads, d]`: per matmul grid `[2, n, heads, L]`
+    v_rows: torch.Tensor  # rows of `v` `[T * heads, d]`: per matmul grid `[n, heads, L]`
+    out_rows: torch.Tensor  # [T * heads] row of each (token, head) in the concatenated grid outputs
 
 
 @dataclass
@@ -129,6 +164,38 @@ def build_buckets(cu_seqlens: torch.Tensor) -> Buckets:
     return Buckets(flat_index, inverse, shapes, key_masks, identity)
 
 
+def build_grid_routes(buckets: Buckets, heads: int, matmul_max_length: int) -> GridRoutes:
+    """See `GridRoutes`. Grids come longest first, so the matmul grids are the last ones."""
+    device = buckets.index.device
+    head = torch.arange(heads, device=device)
+    matmul_grids = sum(1 for _, length in buckets.shapes if length <= matmul_max_length)
+    fused = len(buckets.shapes) - matmul_grids
+    fused_slots = sum(n * length for n, length in buckets.shapes[:fused])
+    slot_rows = torch.empty(buckets.index.numel(), heads, dtype=torch.long, device=device)
+    # Fused grids return `[slots, heads, d]`: the row of (slot, head) is slot * heads + head.
+    slot_rows[:fused_slots] = torch.arange(fused_slots, device=device)[:, None] * heads + head
+    qk_part = torch.arange(2, device=device)[:, None, None, None]  # q, k
+    qk_rows, v_rows, start = [], [], fused_slots
+    for n, length in buckets.shapes[fused:]:
+        end = start + n * length
+        tokens = buckets.index[start:end].view(n, 1, length)
+        qk_rows.append(((tokens * 2 + qk_part) * heads + head[:, None]).flatten())
+        v_rows.append((tokens * heads + head[:, None]).flatten())
+        # Matmul grids return `[n * heads, L, d]`: the row of (sequence i, position l, head) is below.
+        i, pos = torch.arange(n, device=device), torch.arange(length, device=device)
+        rows = start * heads + (i[:, None, None] * heads + head[None, None, :]) * length + pos[None, :, None]
+        slot_rows[start:end] = rows.view(n * length, heads)
+        start = end
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return GridRoutes(
+        fused_slots=fused_slots,
+        matmul_grids=matmul_grids,
+        qk_rows=torch.cat(qk_rows) if qk_rows else empty,
+        v_rows=torch.cat(v_rows) if v_rows else empty,
+        out_rows=slot_rows[buckets.inverse].flatten(),
+    )
+
+
 def build_band_mask(
     cu_seqlens: torch.Tensor, num_tokens: int, window: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -153,6 +220,17 @@ def build_band_mask(
     return mask[:, None]
 
 
+def _grid_mask(
+    length: int, key_mask: torch.Tensor | None, window: int | None, device: torch.device
+) -> torch.Tensor | None:
+    """Which keys each query of a grid sees: `[n or 1, 1, length, length]`, or None for all of them."""
+    if window is None or length <= window + 1:
+        return key_mask
+    pos = torch.arange(length, device=device)
+    band = (pos[None, :] - pos[:, None]).abs() <= window
+    return band if key_mask is None else key_mask & band
+
+
 def _grid_attention(
     qk: torch.Tensor,
     v: torch.Tensor,
@@ -162,36 +240,97 @@ def _grid_attention(
     window: int | None,
     dropout_p: float,
 ) -> torch.Tensor:
-    """Attention on one grid: `qk` `[n * length, 2, h, d]` and `v` `[n * length, h, d]` hold n rows of
-    `length` tokens. Returns `[n * length, h, d]`."""
+    """Fused-kernel attention on one grid: `qk` `[n * length, 2, h, d]` and `v` `[n * length, h, d]` hold
+    n rows of `length` tokens. Returns `[n * length, h, d]`."""
     heads, dim = v.shape[-2:]
     q, k = (t.transpose(1, 2) for t in qk.view(n, length, 2, heads, dim).unbind(2))
-    mask = key_mask
-    if window is not None and length > window + 1:
-        pos = torch.arange(length, device=v.device)
-        band = (pos[None, :] - pos[:, None]).abs() <= window
-        mask = band if mask is None else mask & band
     v = v.view(n, length, heads, dim).transpose(1, 2)
+    mask = _grid_mask(length, key_mask, window, v.device)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return out.transpose(1, 2).reshape(n * length, heads, dim)  # a view: the kernel writes [n, L, h, d]
+
+
+def _matmul_grid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    n: int,
+    key_mask: torch.Tensor | None,
+    window: int | None,
+    dropout_p: float,
+) -> torch.Tensor:
+    """Attention on one grid written out: two batched matmuls and a softmax over `[n * heads, L, L]`.
+
+    `q`, `k`, `v` are head-major `[n * heads, L, d]`; returns the same shape. On the CPU the fused kernel
+    pays a fixed cost per query row that dominates short grids (docs/benchmarks.md). Scores and softmax
+    are fp32 whatever the input dtype, as in the fused kernels: bf16 scores would double the error of
+    bf16 attention, for 2% of its speed.
+    """
+    rows, length, dim = q.shape
+    heads = rows // n
+    per_call = max(1, MATMUL_MAX_SCORES // (heads * length * length))
+    if n > per_call:  # bound the scores held at once: split the grid by sequences
+        return torch.cat(
+            [
+                _matmul_grid_attention(
+                    *(t[i * heads : (i + per_call) * heads] for t in (q, k, v)),
+                    min(per_call, n - i),
+                    None if key_mask is None else key_mask[i : i + per_call],
+                    window,
+                    dropout_p,
+                )
+                for i in range(0, n, per_call)
+            ]
+        )
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.bmm(q.float(), k.float().transpose(1, 2)).mul_(dim**-0.5)
+    visible = _grid_mask(length, key_mask, window, q.device)
+    if visible is not None:
+        if visible is not key_mask and key_mask is not None:
+            # A padding query far from its row's last token would see no key; let it see all of them,
+            # or its all -inf softmax row gives NaN gradients (its output is dropped anyway).
+            visible = visible | ~key_mask.transpose(-1, -2)
+        scores.view(n, heads, length, length).masked_fill_(~visible, float("-inf"))
+    probs = scores.softmax(-1).to(v.dtype)
+    if dropout_p:
+        probs = F.dropout(probs, dropout_p)
+    return torch.bmm(probs, v)
 
 
 def _bucket_attention(
     qk: torch.Tensor, v: torch.Tensor, buckets: Buckets, window: int | None, dropout_p: float
 ) -> torch.Tensor:
-    if buckets.is_identity:  # equal lengths, in order: the packed tokens are the grid
-        ((n, length),) = buckets.shapes
+    num_tokens, heads, dim = v.shape
+    matmul_max_length = MATMUL_MAX_LENGTH if qk.device.type == "cpu" else 0
+    if buckets.is_identity and buckets.shapes[0][1] > matmul_max_length:
+        ((n, length),) = buckets.shapes  # equal lengths, in order: the packed tokens are the grid
         return _grid_attention(qk, v, n, length, None, window, dropout_p)
-    grid_qk, grid_v = qk.index_select(0, buckets.index), v.index_select(0, buckets.index)
-    outs, start = [], 0
-    for (n, length), key_mask in zip(buckets.shapes, buckets.key_masks, strict=True):
-        end = start + n * length
-        outs.append(
-            _grid_attention(grid_qk[start:end], grid_v[start:end], n, length, key_mask, window, dropout_p)
-        )
-        start = end
+    routes = buckets.routes(heads, matmul_max_length)
+    grids = list(zip(buckets.shapes, buckets.key_masks, strict=True))
+    fused, matmul = grids[: len(grids) - routes.matmul_grids], grids[len(grids) - routes.matmul_grids :]
+    outs = []
+    if fused:
+        index = buckets.index[: routes.fused_slots]
+        grid_qk, grid_v = qk.index_select(0, index), v.index_select(0, index)
+        start = 0
+        for (n, length), key_mask in fused:
+            end = start + n * length
+            grid = (grid_qk[start:end], grid_v[start:end], n, length, key_mask, window, dropout_p)
+            outs.append(_grid_attention(*grid).reshape(-1, dim))
+            start = end
+    if matmul:
+        grid_qk = qk.reshape(-1, dim).index_select(0, routes.qk_rows)
+        grid_v = v.reshape(-1, dim).index_select(0, routes.v_rows)
+        start = 0
+        for (n, length), key_mask in matmul:
+            size = n * heads * length
+            q, k = grid_qk[2 * start : 2 * (start + size)].view(2, n * heads, length, dim)
+            grid_v_rows = grid_v[start : start + size].view(n * heads, length, dim)
+            out = _matmul_grid_attention(q, k, grid_v_rows, n, key_mask, window, dropout_p)
+            outs.append(out.view(-1, dim))
+            start += size
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return out.index_select(0, buckets.inverse)
+    return out.index_select(0, routes.out_rows).view(num_tokens, heads, dim)
 
 
 def _banded_attention(
