@@ -318,6 +318,16 @@ def test_fused_and_matmul_grids_in_one_layer_match_explicit_attention(monkeypatc
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_grid_attention_gradients_match_finite_differences_in_fp64(grid_kernel):
+    """Both grid kernels, checked by `gradcheck` against numerical derivatives: in fp64, so the matmul
+    grids must not round their scores to fp32 (they did: a Jacobian mismatch)."""
+    lengths = [7, 5, 1]
+    _, (qk, v), layout = packed_attention_inputs(lengths, heads=2, dim=4)
+    qk, v = (t.double().requires_grad_() for t in (qk * 2, v))
+    buckets = layout.buckets()
+    assert torch.autograd.gradcheck(lambda a, b: _bucket_attention(a, b, buckets, 3, 0.0), (qk, v))
+
+
 def test_matmul_grids_in_bf16_are_as_accurate_as_the_fused_kernel(monkeypatch):
     """On peaky attention, bf16 matmul grids err against fp64 as the fused kernel does (measured 1.01x):
     both keep the scores in fp32. bf16 scores, as eager attention under autocast has them, err 2.1x."""
