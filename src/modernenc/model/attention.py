@@ -49,8 +49,8 @@ BAND_BLOCK = 32
 BANDED_PAIRS_RATIO_IN_PLACE = 2.0
 BANDED_PAIRS_RATIO_GATHERED = 1.0
 # On the CPU, grids up to this length run as explicit matmuls and softmax instead of the fused kernel:
-# faster in bf16 at every length up to 384 measured here (ADE-like batches 1.2x end to end), as fast in
-# fp32, and as fast for a training step. Longer sequences keep the fused kernel, which never holds all
+# faster in bf16 at every length up to 384 measured here, as fast in fp32, and as fast for a training
+# step (docs/benchmarks.md). Longer sequences keep the fused kernel, which never holds all
 # the scores.
 MATMUL_MAX_LENGTH = 384
 # Matmul grids are split into calls of at most this many scores (64 MB in fp32) to bound the scores held
