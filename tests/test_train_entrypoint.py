@@ -321,12 +321,13 @@ def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path, 
     tiny = ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset("tiny"))
     folder = tiny.save_pretrained(tmp_path / "tiny")
     yaml = REPO / "yamls" / "quickstart" / "pretrain.yaml"  # preset: mini
+    tokenizer = f"data.tokenizer={TOKENIZER}"  # the yaml's path is relative to a checkout beside shared/
     with pytest.raises(
         ConfigError,
         match=r"has hidden_size=128, .*num_hidden_layers=3.* not the sizes of "
         r"model.preset=mini; set model.preset=tiny \(its sizes\) or model.preset=null",
     ):
-        build_model(load_config(yaml, [f"model.init_from={folder}"]))
+        build_model(load_config(yaml, [f"model.init_from={folder}", tokenizer]))
     # With force=true, the earlier run in the save folder is removed only once the new run has built.
     earlier = tmp_path / "run" / "ep0-ba2-rank0.pt"
     earlier.parent.mkdir()
@@ -338,15 +339,18 @@ def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path, 
             load_config(
                 yaml,
                 [f"model.init_from={folder}", f"save_folder={earlier.parent}", "force=true"]
-                + [f"data.train={wiki_shards}", "data.eval=null"],
+                + [f"data.train={wiki_shards}", "data.eval=null", tokenizer],
             )
         )
     assert earlier.read_bytes() == b"earlier run"
     for preset in ("tiny", "null"):
-        model = build_model(load_config(yaml, [f"model.init_from={folder}", f"model.preset={preset}"])).model
+        overrides = [f"model.init_from={folder}", f"model.preset={preset}", tokenizer]
+        model = build_model(load_config(yaml, overrides)).model
         assert model.config.num_hidden_layers == 3
         torch.testing.assert_close(model.state_dict(), tiny.state_dict(), atol=0, rtol=0)
-    random_init = build_model(load_config(yaml, [f"save_folder={tmp_path / 'r'}", "model.preset=null"]))
+    random_init = build_model(
+        load_config(yaml, [f"save_folder={tmp_path / 'r'}", "model.preset=null", tokenizer])
+    )
     assert random_init.model.config.hidden_size == 256  # mini, the default
     with pytest.raises(ConfigError, match=r"model.preset='bsae' \(did you mean 'base'\?\); choose one of"):
         load_config(yaml, ["model.preset=bsae"])
