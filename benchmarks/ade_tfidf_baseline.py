@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from modernenc.tasks.ade_data import read_jsonl
-from modernenc.tasks.tfidf_baseline import evaluate, fit
+from modernenc.pv.ade_data import read_jsonl
+from modernenc.pv.tfidf_baseline import evaluate, fit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from modernenc.data.corpus import iter_documents
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.mds import chunk_tokens
 from modernenc.data.packing import SequencePacker
-from modernenc.paths import shared_data_dir
+from modernenc.pv.bundled_data import shared_data_dir
 
 
 def main() -> None:

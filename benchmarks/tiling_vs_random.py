@@ -32,14 +32,14 @@ from composer.utils import reproducibility
 from omegaconf import DictConfig
 
 from modernenc.model import ModernEncoderForMaskedLM
-from modernenc.paths import REPO_ROOT
 from modernenc.train.builders import build_model, build_stream, build_trainer
 from modernenc.train.composer_model import MODEL_INPUTS
 from modernenc.train.config import load_config
 from modernenc.train.export import load_composer_checkpoint
+from modernenc.train.recipes import recipe_path
 from modernenc.train.tiling import config_for_preset, layer_map, tile_model
 
-YAML = REPO_ROOT / "yamls" / "quickstart" / "pretrain.yaml"
+YAML = recipe_path("quickstart/pretrain")
 
 
 def run_config(run: str, out: Path, batches: int, args: argparse.Namespace, *overrides: str) -> DictConfig:
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-batches", type=int, default=10, help="held-out micro-batches to score")
     parser.add_argument("--every", type=int, default=5, help="print the loss every this many batches")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "checkpoints" / "tiling-vs-random")
+    parser.add_argument("--out", type=Path, default=Path("checkpoints/tiling-vs-random"))
     parser.add_argument(
         "--reuse-small", action="store_true", help="skip step 1 when OUT/small already holds its checkpoint"
     )

@@ -5,9 +5,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modernenc.paths import shared_data_dir
+from modernenc.pv.bundled_data import shared_data_dir
 
 SHARED_DATA = shared_data_dir()
+
+
+def run_cli(*argv) -> int:
+    """Run `modernenc ARGV` in this process, as the console script would; returns the exit code."""
+    from modernenc.cli import main
+
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    return 0
+
+
+def cli_error(capsys, *argv) -> str:
+    """Run `modernenc ARGV`, which must fail with exit code 1; returns its one-line message."""
+    capsys.readouterr()  # drop earlier output
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.rstrip("\n")
 
 
 @pytest.fixture(autouse=True)

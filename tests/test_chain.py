@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import modernenc.chain as chain
-from modernenc.paths import REPO_ROOT
+import modernenc.pv.quickstart as chain
+from modernenc.cli import build_parser
 
 
 def test_finished_stages_are_reused_and_the_rest_run_in_order(monkeypatch, capsys):
@@ -39,13 +39,16 @@ def test_a_results_path_that_cannot_be_written_fails_before_any_stage(monkeypatc
     assert ran == []
 
 
-def test_every_stage_names_files_that_exist():
+def test_every_stage_is_a_valid_modernenc_command_on_files_that_exist():
+    from modernenc.train.config import load_config
+
+    parser = build_parser()
     for stage in chain.stages(Path("results.md")):
         if stage.command is None:
             continue
-        script = REPO_ROOT / stage.command[1]
-        assert script.is_file(), stage.command
-        if stage.command[1] == "train.py":
-            from modernenc.train.config import load_config
-
-            load_config(REPO_ROOT / stage.command[2], stage.command[3:])  # the yaml and overrides are valid
+        args = parser.parse_args(stage.command)  # a real subcommand with valid options
+        named = [*(getattr(args, "input", None) or []), getattr(args, "tokenizer", None)]
+        for path in [*named, getattr(args, "source", None)]:
+            assert path is None or Path(path).exists(), (stage.name, path)
+        if args.command == "train":
+            load_config(args.yaml, args.overrides)  # the recipe and its overrides are valid

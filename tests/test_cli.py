@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 import transformers
+from conftest import run_cli
 
-from modernenc.cli import COMMANDS, SCRIPTS, main
+from modernenc.cli import COMMANDS, main
 from modernenc.model import (
     ModernEncoderConfig,
     ModernEncoderForMaskedLM,
@@ -18,29 +20,28 @@ from modernenc.model import (
 from modernenc.train.composer_model import ModernEncoderComposerModel
 
 
-@pytest.mark.parametrize("name", sorted([*COMMANDS, *SCRIPTS]))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_subcommand_has_help_with_an_example(name, capsys):
     try:
         main([name, "--help"])
     except SystemExit as done:
         assert done.code in (0, None)
     text = capsys.readouterr().out
-    assert "usage" in text.lower() or "train.py" in text
-    assert "example" in text.lower() or "python " in text
+    assert "usage" in text.lower()
+    assert "example" in text.lower()
 
 
 def test_top_level_help_lists_every_subcommand(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for name in [*COMMANDS, *SCRIPTS]:
+    for name in COMMANDS:
         assert name in text
 
 
-def test_export_of_a_missing_checkpoint_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export-hf", str(tmp_path / "missing.pt"), str(tmp_path / "out")])
-    assert str(exit_info.value.code).startswith("modernenc export-hf: error: checkpoint")
+def test_export_of_a_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert run_cli("export-hf", tmp_path / "missing.pt", tmp_path / "out") == 1
+    assert capsys.readouterr().err.startswith("modernenc export-hf: error: checkpoint")
     assert not (tmp_path / "out").exists()
 
 
@@ -52,14 +53,16 @@ def test_tile_and_average_help_exit_0_with_an_example(name, capsys):
     assert f"Example: modernenc {name} " in capsys.readouterr().out
 
 
-def test_average_of_a_missing_folder_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit, match="average-checkpoints: error: save folder .* does not exist"):
-        main(["average-checkpoints", str(tmp_path / "nowhere"), str(tmp_path / "avg.pt"), "--last", "2"])
+def test_average_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
+    assert run_cli("average-checkpoints", tmp_path / "nowhere", tmp_path / "avg.pt", "--last", "2") == 1
+    assert re.match(
+        r"modernenc average-checkpoints: error: save folder .* does not exist", capsys.readouterr().err
+    )
     assert not (tmp_path / "avg.pt").exists()
 
 
 @pytest.mark.parametrize("name", ["notes.jsonl", "model.safetensors", "empty.pt", "tensor.pt"])
-def test_export_of_a_file_that_is_no_checkpoint_names_it(name, tmp_path):
+def test_export_of_a_file_that_is_no_checkpoint_names_it(name, tmp_path, capsys):
     from safetensors.torch import save_file
 
     path = tmp_path / name
@@ -71,20 +74,19 @@ def test_export_of_a_file_that_is_no_checkpoint_names_it(name, tmp_path):
         path.touch()
     else:
         torch.save(torch.zeros(2), path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export-hf", str(path), str(tmp_path / "out")])
-    assert str(exit_info.value.code).startswith(
+    assert run_cli("export-hf", path, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
         f"modernenc export-hf: error: {path} is not a composer checkpoint written by train.py ("
     )
-    assert "\n" not in str(exit_info.value.code) and not (tmp_path / "out").exists()
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
-def test_export_of_a_run_folder_asks_for_its_pt_file(tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export-hf", str(tmp_path), str(tmp_path / "out")])
-    assert str(exit_info.value.code) == (
+def test_export_of_a_run_folder_asks_for_its_pt_file(tmp_path, capsys):
+    assert run_cli("export-hf", tmp_path, tmp_path / "out") == 1
+    assert capsys.readouterr().err == (
         f"modernenc export-hf: error: checkpoint {tmp_path} is a folder; expected a .pt file written by "
-        f"train.py, e.g. {tmp_path / 'latest-rank0.pt'}"
+        f"train.py, e.g. {tmp_path / 'latest-rank0.pt'}\n"
     )
 
 
@@ -114,7 +116,6 @@ def test_demo_runs_and_an_existing_export_is_refused_before_any_work(tmp_path, c
     printed = capsys.readouterr().out
     difference = float(printed.split("max |logit difference| vs transformers: ")[1].split()[0])
     assert difference < 1e-4 and "[4/4]" in printed
-    with pytest.raises(SystemExit) as done:
-        main(["demo", "--out", str(out), "--preset", "tiny"])
-    assert "already holds a model; pass --force" in str(done.value.code)
-    assert "[1/4]" not in capsys.readouterr().out
+    assert run_cli("demo", "--out", out, "--preset", "tiny") == 1
+    printed = capsys.readouterr()
+    assert "already holds a model; pass --force" in printed.err and "[1/4]" not in printed.out

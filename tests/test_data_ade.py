@@ -1,32 +1,29 @@
 """ADE sentence-classification splits, checked against the raw corpus files parsed independently here."""
 
 import hashlib
-import importlib.util
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from modernenc.paths import shared_data_dir
-from modernenc.tasks import ade_data
-from modernenc.tasks.ade_data import dedupe, make_splits, read_jsonl
+from modernenc.pv import ade_data
+from modernenc.pv.ade_data import dedupe, make_splits, read_jsonl
+from modernenc.pv.bundled_data import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ADE = shared_data_dir() / "ade_corpus_v2"
 SPLITS = ("train", "validation", "test")
 
 pytestmark = pytest.mark.skipif(not ADE.is_dir(), reason="ADE corpus not available")
+ERR = "modernenc prepare-ade: error: "
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("ade_cli", ROOT / "data_prep" / "ade.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-ade_cli = _load_cli()
+def ade_cli(argv: list[str]) -> int:
+    return run_cli("prepare-ade", *argv)
 
 
 def raw_truth() -> tuple[set[str], set[str]]:
@@ -169,7 +166,7 @@ def test_hf_source_offline_fails_with_one_clear_sentence(tmp_path, monkeypatch, 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty_cache")
     assert run(tmp_path / "out", source="hf") == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot load the Hugging Face dataset 'ade_corpus_v2' offline")
+    assert err.startswith(ERR + "cannot load the Hugging Face dataset 'ade_corpus_v2' offline")
     assert "pass the local corpus folder instead" in err and err.count("\n") == 0
     assert not (tmp_path / "out").exists()
     with pytest.raises(RuntimeError) as raised:  # the message wraps the real `datasets` failure
@@ -191,7 +188,7 @@ def test_hf_rows_go_through_the_same_protocol(default_split, tmp_path, monkeypat
         return table
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    monkeypatch.setattr("modernenc.hub.hub_reachable", lambda: True)
+    monkeypatch.setattr("modernenc.utils.hub.hub_reachable", lambda: True)
     assert run(tmp_path / "hf", source="hf") == 0
     assert calls == [("ade_corpus_v2", "Ade_corpus_v2_classification", "train")]
     for name in SPLITS:
@@ -200,15 +197,16 @@ def test_hf_rows_go_through_the_same_protocol(default_split, tmp_path, monkeypat
         ).read_bytes()
 
 
-def test_help_shows_an_example(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        ade_cli(["--help"])
-    assert exit_info.value.code == 0
-    assert "example:" in capsys.readouterr().out
+def test_the_checkout_script_is_the_command_with_an_example():
+    done = subprocess.run(
+        [sys.executable, "data_prep/ade.py", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: data_prep/ade.py")
+    assert "example:" in done.stdout
 
 
 def test_tfidf_baseline_beats_floor(default_split):
-    from modernenc.tasks.tfidf_baseline import train_and_evaluate
+    from modernenc.pv.tfidf_baseline import train_and_evaluate
 
     splits = read_splits(default_split)
     metrics = train_and_evaluate(splits["train"], splits["test"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modernenc.data.masking import MLMMasker, load_tokenizer
-from modernenc.paths import shared_data_dir
+from modernenc.pv.bundled_data import shared_data_dir
 
 TOKENIZER_DIR = shared_data_dir() / "tokenizers" / "modernbert"
 WIKI_FILE = shared_data_dir() / "wikipedia_en" / "AA" / "wiki_00"

@@ -1,35 +1,32 @@
 """Corpus -> MDS preparation: readers, chunking, hold-out, skips, --force, decontamination, HF loading."""
 
-import importlib.util
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from streaming import LocalDataset
 from streaming.base.compression import decompress
 
 from modernenc.data.corpus import read_text, read_wikiextractor
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.mds import assign_split, chunk_tokens
-from modernenc.paths import shared_data_dir
+from modernenc.pv.bundled_data import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()
 TOKENIZER = DATA / "tokenizers" / "modernbert"
 CLS, SEP = 50281, 50282
+ERR = "modernenc prepare-data: error: "
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("prepare_corpus", ROOT / "data_prep" / "prepare_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-prepare = _load_cli()
+def prepare(argv: list[str]) -> int:
+    return run_cli("prepare-data", *argv)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +189,7 @@ def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):
     out = tmp_path / "mds"
     assert run(out, [txt], "--format", "jsonl") == 1  # every line is invalid JSON
     assert capsys.readouterr().err == (
-        "error: no documents were usable: read 2, skipped 2 (invalid JSON: 2), dropped 0 by "
+        ERR + "no documents were usable: read 2, skipped 2 (invalid JSON: 2), dropped 0 by "
         "decontamination; nothing was written (check --format and --text-field)\n"
     )
     assert not out.exists()  # no index.json or report.json for train.py to mistake for data
@@ -349,7 +346,7 @@ def test_decontamination_set_with_a_bad_line_names_it_and_writes_nothing(tmp_pat
     eval_set.write_text('{"text": "a b c d e f"}\n{"text": broken\n')
     out = tmp_path / "mds"
     assert run(out, [src], "--decontaminate", str(eval_set)) == 1
-    assert capsys.readouterr().err.startswith(f"error: {eval_set}:2 is not valid JSON")
+    assert capsys.readouterr().err.startswith(ERR + f"{eval_set}:2 is not valid JSON")
     assert not out.exists()
 
 
@@ -367,15 +364,16 @@ def test_hf_builder_reads_local_files(tmp_path):
 def test_missing_hub_dataset_offline_gives_one_clear_sentence(tmp_path, capsys):
     assert run(tmp_path / "out", ["no-such-org/no-such-dataset"], "--format", "hf") == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: could not load the Hugging Face dataset 'no-such-org/no-such-dataset'")
+    assert err.startswith(ERR + "could not load the Hugging Face dataset 'no-such-org/no-such-dataset'")
     assert "pass a local file or folder" in err and err.count("\n") == 0
 
 
-def test_help_has_an_example(capsys):
-    with pytest.raises(SystemExit):
-        prepare(["--help"])
-    out = capsys.readouterr().out
-    assert "example:" in out and "--decontaminate" in out and "--force" in out
+def test_the_checkout_script_is_the_command_with_an_example():
+    done = subprocess.run(
+        [sys.executable, "data_prep/prepare_corpus.py", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: data_prep/prepare_corpus.py")
+    assert "example:" in done.stdout and "--decontaminate" in done.stdout and "--force" in done.stdout
 
 
 # ------------------------------------------------------------------ inputs a user gets wrong
@@ -429,9 +427,8 @@ def test_a_decontamination_set_that_yields_nothing_is_an_error(tmp_path, capsys)
 def test_bad_arguments_and_a_wrong_tokenizer_file_fail_before_any_work(tmp_path, capsys):
     src, _ = pubmed_slice(tmp_path, 2)
     for length in ("2", "-5"):
-        with pytest.raises(SystemExit):
-            run(tmp_path / "mds", [src], "--max-length", length)
+        assert run(tmp_path / "mds", [src], "--max-length", length) == 1
         assert "--max-length must leave room for [CLS], [SEP] and a token" in capsys.readouterr().err
     assert run(tmp_path / "mds", [src], "--tokenizer", str(src)) == 1
-    assert capsys.readouterr().err.startswith(f"error: {src} is not a tokenizers tokenizer.json")
+    assert capsys.readouterr().err.startswith(ERR + f"{src} is not a tokenizers tokenizer.json")
     assert not (tmp_path / "mds").exists()

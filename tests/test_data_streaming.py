@@ -17,7 +17,7 @@ from modernenc.data.streaming_dataset import (
     TokenStreamingDataset,
     build_packed_mlm_stream,
 )
-from modernenc.paths import shared_data_dir
+from modernenc.pv.bundled_data import shared_data_dir
 
 DATA = shared_data_dir()
 TOKENIZER = DATA / "tokenizers" / "modernbert"

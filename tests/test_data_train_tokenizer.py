@@ -1,27 +1,19 @@
 """Tokenizer training: HF-format output that AutoTokenizer loads, ModernBERT specials, padded vocabulary."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from modernenc.paths import shared_data_dir
+from modernenc.pv.bundled_data import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKI = shared_data_dir() / "wikipedia_en" / "AA" / "wiki_01"
 
 
-def _load_main():
-    spec = importlib.util.spec_from_file_location(
-        "train_tokenizer", ROOT / "data_prep" / "train_tokenizer.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-train = _load_main()
+def train(argv: list[str]) -> int:
+    return run_cli("train-tokenizer", *argv)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +83,8 @@ def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no document had text to train on (" in err and "check --text-field" in err
     assert not out.exists()
-    assert train(["--input", str(docs), "--output", str(out), "--min-frequency", "-1", *common]) == 2
+    assert train(["--input", str(docs), "--output", str(out), "--min-frequency", "-1", *common]) == 1
     assert "--min-frequency must be at least 1" in capsys.readouterr().err
     docs_file_as_output = ["--input", str(docs), "--text-field", "body", "--output", str(docs), *common]
-    assert train(docs_file_as_output) == 2
+    assert train(docs_file_as_output) == 1
     assert f"--output {docs} is a file" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modernenc.precision import has_fast_bf16, warn_if_bf16_is_slow
+from modernenc.utils.precision import has_fast_bf16, warn_if_bf16_is_slow
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
@@ -24,6 +24,6 @@ def test_fast_bf16_matches_the_cpu_flags():
 def test_warning_only_where_bf16_is_emulated(fast, monkeypatch, caplog):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="modernenc.precision"):
+    with caplog.at_level(logging.WARNING, logger="modernenc.utils.precision"):
         assert warn_if_bf16_is_slow(torch.device("cpu")) is (not fast)
     assert ("no bf16 matrix units" in caplog.text) is (not fast)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, cli_error, run_cli
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from modernenc.cli import main
@@ -17,17 +17,14 @@ from modernenc.model import (
     ModernEncoderForSequenceClassification,
 )
 from modernenc.tasks.classification_data import tokenize_texts
-from modernenc.tasks.predict import (
+from modernenc.tasks.decisions import (
     DecisionRule,
     default_review_band,
-    load_classifier,
-    predict_file,
-    predict_probabilities,
-    read_inputs,
     read_thresholds,
     resolve_decision,
     write_thresholds,
 )
+from modernenc.tasks.predict import load_classifier, predict_file, predict_probabilities, read_inputs
 
 TOKENIZER_DIR = SHARED_DATA / "tokenizers" / "modernbert"
 MAX_LENGTH = 40  # small, so the long text below gets truncated
@@ -239,12 +236,8 @@ def test_cli_refuses_to_overwrite_without_force(model_dir, tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS[:4]])
     out = tmp_path / "out.jsonl"
     out.write_text("keep me\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(model_dir), str(src), "--out", str(out)])
-    assert (
-        str(exit_info.value.code)
-        == f"modernenc predict: error: output {out} already exists; pass --force to overwrite it"
-    )
+    message = cli_error(capsys, "predict", str(model_dir), str(src), "--out", str(out))
+    assert message == f"modernenc predict: error: output {out} already exists; pass --force to overwrite it"
     assert out.read_text() == "keep me\n"
 
     main(["predict", str(model_dir), str(src), "--out", str(out), "--force", "--threshold", "0.5"])
@@ -255,15 +248,12 @@ def test_cli_refuses_to_overwrite_without_force(model_dir, tmp_path, capsys):
 
 
 def test_cli_help_and_missing_column(model_dir, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--help"])
-    assert exit_info.value.code == 0
+    assert run_cli("predict", "--help") == 0
     text = capsys.readouterr().out
     assert "--review-band LO HI" in text and "Example: modernenc predict" in text
     src = write_jsonl(tmp_path / "in.jsonl", [{"sentence": "a"}])
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(model_dir), str(src), "--out", str(tmp_path / "o.jsonl")])
-    assert "no column 'text'; its columns are: 'sentence'" in str(exit_info.value.code)
+    message = cli_error(capsys, "predict", str(model_dir), str(src), "--out", str(tmp_path / "o.jsonl"))
+    assert "no column 'text'; its columns are: 'sentence'" in message
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -278,11 +268,17 @@ def test_a_model_without_a_fine_tuned_classifier_is_refused(tmp_path):
         load_classifier(mlm)
 
 
-def test_replacing_the_weights_drops_their_thresholds(tmp_path):
+def test_thresholds_of_replaced_weights_are_refused_not_applied(tmp_path):
     folder = build_classifier(tmp_path / "clf", "cls")
     assert read_thresholds(folder) is not None
-    ModernEncoderForSequenceClassification.from_pretrained(folder).save_pretrained(folder, overwrite=True)
-    assert read_thresholds(folder) is None  # the old rule described the old weights
+    other = ModernEncoderForSequenceClassification(
+        ModernEncoderForSequenceClassification.from_pretrained(folder).config
+    )
+    other.save_pretrained(folder, overwrite=True)  # new weights under the old rule
+    with pytest.raises(
+        ValueError, match=r"thresholds.json was chosen for other weights than .*model.safetensors"
+    ):
+        read_thresholds(folder)
 
 
 def test_txt_keeps_odd_line_breaks_in_a_text_and_predict_reads_its_own_output(model_dir, tmp_path):
@@ -310,18 +306,16 @@ def test_a_bom_does_not_reach_the_first_text(model_dir, tmp_path):
     assert read_jsonl(tmp_path / "bom.jsonl") == read_jsonl(tmp_path / "plain.jsonl")
 
 
-def test_a_bad_or_missing_device_is_a_clear_error(model_dir, tmp_path, monkeypatch):
+def test_a_bad_or_missing_device_is_a_clear_error(model_dir, tmp_path, monkeypatch, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "Rash."}])
     out = tmp_path / "out.jsonl"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(model_dir), str(src), "--out", str(out), "--device", "tpu"])
-    assert str(exit_info.value.code) == (
+    message = cli_error(capsys, "predict", str(model_dir), str(src), "--out", str(out), "--device", "tpu")
+    assert message == (
         "modernenc predict: error: unknown device 'tpu'; choose auto, cpu, cuda or cuda:N (e.g. cuda:1)"
     )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(model_dir), str(src), "--out", str(out), "--device", "cuda"])
-    assert str(exit_info.value.code) == (
+    message = cli_error(capsys, "predict", str(model_dir), str(src), "--out", str(out), "--device", "cuda")
+    assert message == (
         "modernenc predict: error: --device cuda: no CUDA device is available; use --device cpu"
     )
     assert not out.exists()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from modernenc.tasks.tables import DataColumnError, read_rows
+from modernenc.utils.tables import DataColumnError, read_rows
 
 ROWS = [{"text": "aspirin, then a rash", "label": "1"}, {"text": 'no events, "quoted"', "label": "0"}]
 

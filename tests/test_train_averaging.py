@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from composer.loggers import InMemoryLogger
+from conftest import cli_error
 from test_train_entrypoint import wiki_shards, write_yaml  # noqa: F401  (wiki_shards is a fixture)
 
 from modernenc.cli import main
@@ -127,7 +129,7 @@ def test_a_metric_not_evaluated_at_a_checkpoint_step_is_refused(run_folder, tmp_
         select_best(list_checkpoints(folder), 2, "F1", minimize=False)
 
 
-def test_cli_writes_a_checkpoint_export_hf_reads_and_refuses_to_overwrite(run_folder, tmp_path):
+def test_cli_writes_a_checkpoint_export_hf_reads_and_refuses_to_overwrite(run_folder, tmp_path, capsys):
     out, hf = tmp_path / "avg.pt", tmp_path / "hf"
     main(["average-checkpoints", str(run_folder), str(out), "--last", "2", "--hf-out", str(hf)])
     averaged = model_state(out)
@@ -136,14 +138,14 @@ def test_cli_writes_a_checkpoint_export_hf_reads_and_refuses_to_overwrite(run_fo
     assert torch.equal(model.state_dict()[key], averaged[f"model.{key}"])
     main(["export-hf", str(out), str(tmp_path / "hf2")])  # the averaged file is a train.py checkpoint
     before = out.read_bytes()
-    with pytest.raises(SystemExit, match="already exists; pass --force"):
-        main(["average-checkpoints", str(run_folder), str(out), "--last", "3"])
+    message = cli_error(capsys, "average-checkpoints", str(run_folder), str(out), "--last", "3")
+    assert "already exists; pass --force" in message
     assert out.read_bytes() == before
     main(["average-checkpoints", str(run_folder), str(out), "--last", "3", "--force", "--hf-out", str(hf)])
     assert out.read_bytes() != before
 
 
-def test_mismatched_shapes_are_refused_naming_the_tensor(run_folder, tmp_path):
+def test_mismatched_shapes_are_refused_naming_the_tensor(run_folder, tmp_path, capsys):
     folder = tmp_path / "run"
     folder.mkdir()
     shutil.copy(run_folder / "ep0-ba2-rank0.pt", folder / "ep0-ba2-rank0.pt")
@@ -151,8 +153,8 @@ def test_mismatched_shapes_are_refused_naming_the_tensor(run_folder, tmp_path):
     key = "model.model.layers.1.mlp.Wi.weight"
     checkpoint["state"]["model"][key] = checkpoint["state"]["model"][key][:8]
     torch.save(checkpoint, folder / "ep0-ba3-rank0.pt")
-    with pytest.raises(SystemExit, match=rf"tensor {key} has shape \(384, 128\) in ep0-ba2-rank0.pt"):
-        main(["average-checkpoints", str(folder), str(tmp_path / "avg.pt"), "--last", "2"])
+    message = cli_error(capsys, "average-checkpoints", str(folder), str(tmp_path / "avg.pt"), "--last", "2")
+    assert re.search(rf"tensor {key} has shape \(384, 128\) in ep0-ba2-rank0.pt", message)
     assert not (tmp_path / "avg.pt").exists()
 
 
@@ -164,21 +166,21 @@ def test_another_architecture_is_refused(run_folder, tmp_path):
         average_checkpoints([run_folder / "ep0-ba2-rank0.pt", tmp_path / "other.pt"], tmp_path / "avg.pt")
 
 
-def test_a_bad_tokenizer_or_output_name_fails_before_anything_is_written(run_folder, tmp_path):
+def test_a_bad_tokenizer_or_output_name_fails_before_anything_is_written(run_folder, tmp_path, capsys):
     out, hf = tmp_path / "avg.pt", tmp_path / "hf"
     argv = ["average-checkpoints", str(run_folder), str(out), "--last", "2", "--hf-out", str(hf)]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--tokenizer", str(tmp_path / "nowhere")])
-    assert str(exit_info.value.code).startswith(
+    message = cli_error(capsys, *argv, "--tokenizer", str(tmp_path / "nowhere"))
+    assert message.startswith(
         "modernenc average-checkpoints: error: no tokenizer files (tokenizer.json, "
-    ) and str(exit_info.value.code).endswith(f" in {tmp_path / 'nowhere'}")
+    ) and message.endswith(f" in {tmp_path / 'nowhere'}")
     assert not out.exists() and not hf.exists()  # so the corrected rerun needs no --force
-    with pytest.raises(SystemExit, match=r"error: --tokenizer is copied to the --hf-out folder"):
-        main(argv[:5] + ["--tokenizer", str(tmp_path)])
+    message = cli_error(capsys, *argv[:5], "--tokenizer", str(tmp_path))
+    assert "error: --tokenizer is copied to the --hf-out folder" in message
     for name in ("avg", "avg.safetensors", "avg.PT"):  # init_from would read these as HF folders
-        with pytest.raises(SystemExit) as exit_info:
-            main(["average-checkpoints", str(run_folder), str(tmp_path / name), "--last", "2"])
-        assert str(exit_info.value.code) == (
+        message = cli_error(
+            capsys, "average-checkpoints", str(run_folder), str(tmp_path / name), "--last", "2"
+        )
+        assert message == (
             f"modernenc average-checkpoints: error: output {tmp_path / name} must end in .pt, the suffix "
             "model.init_from and export-hf expect of a checkpoint"
         )

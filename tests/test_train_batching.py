@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from composer.core import Callback
+from conftest import cli_error
 from test_train_entrypoint import REPO, write_yaml
 from test_train_entrypoint import wiki_shards as wiki_shards  # noqa: F401 (module fixture)
 
@@ -118,25 +119,22 @@ def test_plot_schedule_refuses_to_overwrite_without_force_and_a_world_below_one(
     yaml, out = tmp_path / "wsd.yaml", tmp_path / "s.png"
     yaml.write_text(WSD_YAML)
     out.write_bytes(b"keep me")
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["plot-schedule", str(yaml), "--out", str(out)])
-    assert str(exit_info.value.code) == (
-        f"modernenc plot-schedule: error: {out} already exists; pass --force to overwrite it"
-    )
+    message = cli_error(capsys, "plot-schedule", str(yaml), "--out", str(out))
+    assert message == (f"modernenc plot-schedule: error: {out} already exists; pass --force to overwrite it")
     assert out.read_bytes() == b"keep me"
     cli_main(["plot-schedule", str(yaml), "--out", str(out), "--force"])
     assert out.read_bytes()[:4] == b"\x89PNG" and "wrote" in capsys.readouterr().out
     for world in ("0", "-2"):  # 0 used to fall back to $WORLD_SIZE silently
-        with pytest.raises(SystemExit) as exit_info:
-            cli_main(["plot-schedule", str(yaml), "--out", str(tmp_path / "w.png"), "--world-size", world])
-        assert str(exit_info.value.code) == (
+        message = cli_error(
+            capsys, "plot-schedule", str(yaml), "--out", str(tmp_path / "w.png"), "--world-size", world
+        )
+        assert message == (
             "modernenc plot-schedule: error: world_size (the number of ranks) must be at least 1, "
             f"got {world}"
         )
     assert not (tmp_path / "w.png").exists()
-    with pytest.raises(SystemExit) as exit_info:  # refused before the simulation, not after it
-        cli_main(["plot-schedule", str(yaml), "--out", str(tmp_path / "s.txt")])
-    assert "s.txt: give an image file name ending in one of .avif, .eps" in str(exit_info.value.code)
+    message = cli_error(capsys, "plot-schedule", str(yaml), "--out", str(tmp_path / "s.txt"))
+    assert "s.txt: give an image file name ending in one of .avif, .eps" in message
 
 
 def test_plot_schedule_explains_epoch_durations(tmp_path):

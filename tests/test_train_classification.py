@@ -13,7 +13,7 @@ from conftest import SHARED_DATA
 from sklearn.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from modernenc.tasks.ade_data import load_ade_sentences, make_splits, write_jsonl
+from modernenc.pv.ade_data import load_ade_sentences, make_splits, write_jsonl
 from modernenc.tasks.classification import positive_class
 from modernenc.train.builders import build_task, build_trainer
 from modernenc.train.config import load_config

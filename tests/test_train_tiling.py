@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import padded_batch
+from conftest import cli_error, padded_batch
 
 from modernenc.cli import main
 from modernenc.model import (
@@ -294,14 +294,13 @@ def test_cli_tiles_a_folder_copies_its_tokenizer_and_keeps_earlier_output(tmp_pa
     big = ModernEncoderForMaskedLM.from_pretrained(out)
     assert big.config.hidden_size == 256
     before = (out / "model.safetensors").read_bytes()
-    with pytest.raises(SystemExit, match="already holds a checkpoint"):
-        main(["tile", str(src), str(out), "--preset", "mini"])
+    assert "already holds a checkpoint" in cli_error(capsys, "tile", str(src), str(out), "--preset", "mini")
     assert (out / "model.safetensors").read_bytes() == before
     main(["tile", str(src), str(out), "--preset", "mini", "--force"])
 
 
-def test_cli_names_an_unknown_preset(tmp_path):
+def test_cli_names_an_unknown_preset(tmp_path, capsys):
     src = tmp_path / "small"
     ModernEncoderForMaskedLM(small_config()).save_pretrained(src)
-    with pytest.raises(SystemExit, match="unknown model preset 'huge'"):
-        main(["tile", str(src), str(tmp_path / "big"), "--preset", "huge"])
+    message = cli_error(capsys, "tile", str(src), str(tmp_path / "big"), "--preset", "huge")
+    assert "unknown model preset 'huge'" in message

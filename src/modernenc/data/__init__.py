@@ -1,57 +1,35 @@
 """Data pipeline: corpus readers -> MDS shards -> StreamingDataset -> MLM masking -> best-fit packing."""
 
-from modernenc.data.batch_size_warmup import BatchSizeWarmup, batch_size_at, split_global_batch
-from modernenc.data.corpus import Document, iter_documents
-from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
-from modernenc.data.masking import (
-    DEFAULT_EVAL_MLM_PROBABILITY,
-    DEFAULT_TRAIN_MLM_PROBABILITY,
-    MLMMasker,
-    load_tokenizer,
-    mask_tokens,
-    special_and_random_ids,
-)
-from modernenc.data.mds import (
-    CorpusReport,
-    assign_split,
-    check_output_dir,
-    chunk_tokens,
-    staged_output_dir,
-    write_mds_corpus,
-)
-from modernenc.data.packing import IGNORE_INDEX, SequencePacker, pack_sequences
-from modernenc.data.streaming_dataset import (
-    PackedStreamingDataset,
-    ShardReadError,
-    TokenStreamingDataset,
-    build_packed_mlm_stream,
-)
+from modernenc.utils.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_EVAL_MLM_PROBABILITY",
-    "DEFAULT_TRAIN_MLM_PROBABILITY",
-    "IGNORE_INDEX",
-    "BatchSizeWarmup",
-    "CorpusReport",
-    "Decontaminator",
-    "Document",
-    "MLMMasker",
-    "PackedStreamingDataset",
-    "SequencePacker",
-    "ShardReadError",
-    "TokenStreamingDataset",
-    "assign_split",
-    "batch_size_at",
-    "build_packed_mlm_stream",
-    "check_output_dir",
-    "chunk_tokens",
-    "iter_documents",
-    "load_eval_sentences",
-    "load_tokenizer",
-    "mask_tokens",
-    "pack_sequences",
-    "special_and_random_ids",
-    "staged_output_dir",
-    "split_global_batch",
-    "write_mds_corpus",
-]
+# name -> the module that defines it; imported on first use (torch takes seconds to load)
+_EXPORTS = {
+    "BatchSizeWarmup": "modernenc.data.batch_size_warmup",
+    "batch_size_at": "modernenc.data.batch_size_warmup",
+    "split_global_batch": "modernenc.data.batch_size_warmup",
+    "Document": "modernenc.data.corpus",
+    "iter_documents": "modernenc.data.corpus",
+    "Decontaminator": "modernenc.data.decontaminate",
+    "load_eval_sentences": "modernenc.data.decontaminate",
+    "DEFAULT_EVAL_MLM_PROBABILITY": "modernenc.data.masking",
+    "DEFAULT_TRAIN_MLM_PROBABILITY": "modernenc.data.masking",
+    "MLMMasker": "modernenc.data.masking",
+    "load_tokenizer": "modernenc.data.masking",
+    "mask_tokens": "modernenc.data.masking",
+    "special_and_random_ids": "modernenc.data.masking",
+    "CorpusReport": "modernenc.data.mds",
+    "assign_split": "modernenc.data.mds",
+    "check_output_dir": "modernenc.data.mds",
+    "chunk_tokens": "modernenc.data.mds",
+    "staged_output_dir": "modernenc.data.mds",
+    "write_mds_corpus": "modernenc.data.mds",
+    "SequencePacker": "modernenc.data.packing",
+    "pack_sequences": "modernenc.data.packing",
+    "PackedStreamingDataset": "modernenc.data.streaming_dataset",
+    "ShardReadError": "modernenc.data.streaming_dataset",
+    "TokenStreamingDataset": "modernenc.data.streaming_dataset",
+    "build_packed_mlm_stream": "modernenc.data.streaming_dataset",
+    "IGNORE_INDEX": "modernenc.model.config",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

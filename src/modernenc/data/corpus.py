@@ -135,7 +135,7 @@ def read_hf_dataset(
     """Stream a dataset through ``datasets.load_dataset`` (a hub name or a builder such as ``json``)."""
     import datasets
 
-    from modernenc.hub import offline_unless_reachable
+    from modernenc.utils.hub import offline_unless_reachable
 
     with offline_unless_reachable() as offline:
         try:

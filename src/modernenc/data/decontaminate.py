@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
-from modernenc.tasks.tables import TABLE_FORMATS, read_lines, read_rows
+from modernenc.utils.tables import TABLE_FORMATS, read_lines, read_rows
 
 _WORD_RE = re.compile(r"\w+")
 
@@ -21,36 +22,24 @@ def words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
 
 
-def _ade_sentences(folder: Path) -> list[str]:
-    """ADE corpus v2: DRUG-AE.rel / DRUG-DOSE.rel (``PMID|sentence|...``), ADE-NEG.txt (``PMID NEG text``)."""
-    out = []
-    for name in ("DRUG-AE.rel", "DRUG-DOSE.rel"):
-        if (folder / name).exists():
-            for line in read_lines(folder / name):
-                parts = line.split("|")
-                if len(parts) > 1:
-                    out.append(parts[1])
-    if (folder / "ADE-NEG.txt").exists():
-        for line in read_lines(folder / "ADE-NEG.txt"):
-            parts = line.split(" ", 2)
-            if len(parts) == 3 and parts[1] == "NEG":
-                out.append(parts[2])
-    return out
-
-
-def load_eval_sentences(path: str | Path, text_field: str = "text") -> list[str]:
-    """Read evaluation sentences from an ADE corpus folder, a table (JSONL, CSV, parquet: ``text_field``)
-    or a text file (one per line).
+def load_eval_sentences(
+    path: str | Path, text_field: str = "text", folder_reader: Callable[[Path], list[str]] | None = None
+) -> list[str]:
+    """Read evaluation sentences from a table (JSONL, CSV, parquet: ``text_field``), a text file (one per
+    line), or a folder that ``folder_reader`` understands (an application's corpus layout, e.g. the ADE
+    corpus in ``modernenc.pv.ade_data``).
 
     A set that yields no sentence is an error: it would turn decontamination off without a word.
     """
     path = Path(path)
     if path.is_dir():
-        sentences = _ade_sentences(path)
-        if not sentences:
+        if folder_reader is None:
             raise ValueError(
-                f"{path} holds no DRUG-AE.rel, DRUG-DOSE.rel or ADE-NEG.txt to decontaminate against"
+                f"decontamination set {path} is a folder; pass a JSONL, CSV, parquet or text file"
             )
+        sentences = folder_reader(path)
+        if not sentences:
+            raise ValueError(f"decontamination folder {path} holds no sentences to decontaminate against")
         return sentences
     if not path.is_file():
         raise FileNotFoundError(f"decontamination set {path} does not exist")

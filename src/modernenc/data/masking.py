@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from modernenc.data.packing import IGNORE_INDEX
+from modernenc.model.config import IGNORE_INDEX
 
 DEFAULT_TRAIN_MLM_PROBABILITY = 0.3  # ModernBERT pre-training rate
 DEFAULT_EVAL_MLM_PROBABILITY = 0.15

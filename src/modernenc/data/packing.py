@@ -18,8 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
-DEFAULT_PAD_ID = 50283
+from modernenc.model.config import IGNORE_INDEX, MODERNBERT_SPECIAL_IDS
+
+DEFAULT_PAD_ID = MODERNBERT_SPECIAL_IDS["pad"]
 
 # A transform turns (input_ids, sample_index) into (input_ids, labels); used for per-sequence MLM masking.
 Transform = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]

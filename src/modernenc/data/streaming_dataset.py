@@ -32,6 +32,7 @@ from streaming import StreamingDataset
 from streaming.base.dataset import _ShardState  # private, needed to unstick failed shards
 from torch.utils.data import DataLoader
 
+from modernenc.data.masking import DEFAULT_TRAIN_MLM_PROBABILITY
 from modernenc.data.packing import DEFAULT_PAD_ID, SequencePacker, Transform
 
 
@@ -328,7 +329,7 @@ def build_packed_mlm_stream(
     capacity: int,
     remote: str | None = None,
     split: str | None = None,
-    mlm_probability: float = 0.3,
+    mlm_probability: float = DEFAULT_TRAIN_MLM_PROBABILITY,
     seed: int = 17,
     buffer_size: int = 128,
     num_workers: int = 0,

@@ -1,16 +1,25 @@
 """Model configuration: one dataclass, named presets, validation at construction.
 
 Field names follow `transformers.ModernBertConfig` so a config round-trips through `config.json`
-without a translation table.
+without a translation table. What each field is, beyond its value, is declared once, on the field:
+
+- `hf`: `ModernBertConfig` has a field of that name and meaning (written to and read from config.json);
+- `runtime`: a choice of the run, not of the weights (a checkpoint loads under another value);
+- `tiling`: `GROWS` under weight tiling to a bigger preset, or `KEPT` (must agree, as the tokenizer does).
+
+`HF_FIELDS`, `RUNTIME_FIELDS`, `TILING_GROWS` and `TILING_KEPT` below are read off these declarations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from modernenc.suggest import did_you_mean
+from modernenc.model.activations import ACTIVATIONS
+from modernenc.model.attention import ATTENTION_BACKENDS
+from modernenc.model.presets import PRESETS
+from modernenc.utils.suggest import did_you_mean
 
 # ModernBERT's tokenizer (a modified OLMo tokenizer): 50,368 ids, the last 83 unused.
 MODERNBERT_VOCAB_SIZE = 50368
@@ -23,8 +32,17 @@ SPECIAL_TOKEN_FIELDS = {
     "mask_token_id": "[MASK]",
 }
 
-ATTENTION_BACKENDS = ("auto", "flash", "sdpa")
+# The label every loss and metric skips (as in `transformers`): MLM positions that are not masked,
+# sub-tokens after a word's first, [CLS] and [SEP].
+IGNORE_INDEX = -100
+
 POOLING_MODES = ("cls", "mean")
+GROWS, KEPT = "grows", "kept"
+
+
+def _field(default: Any, *, hf: bool = True, runtime: bool = False, tiling: str | None = None) -> Any:
+    """A config field with its roles (see the module docstring)."""
+    return field(default=default, metadata={"hf": hf, "runtime": runtime, "tiling": tiling})
 
 
 @dataclass
@@ -35,45 +53,47 @@ class ModernEncoderConfig:
     attends globally; the others attend within `local_attention` tokens (half on each side).
     """
 
-    vocab_size: int = MODERNBERT_VOCAB_SIZE
-    hidden_size: int = 768
-    intermediate_size: int = 1152
-    num_hidden_layers: int = 22
-    num_attention_heads: int = 12
-    hidden_activation: str = "gelu"
-    max_position_embeddings: int = 8192
-    norm_eps: float = 1e-5
-    global_attn_every_n_layers: int = 3
-    local_attention: int = 128
-    global_rope_theta: float = 160_000.0
-    local_rope_theta: float = 10_000.0
-    embedding_dropout: float = 0.0
-    attention_dropout: float = 0.0
-    mlp_dropout: float = 0.0
+    vocab_size: int = _field(MODERNBERT_VOCAB_SIZE, tiling=KEPT)
+    hidden_size: int = _field(768, tiling=GROWS)
+    intermediate_size: int = _field(1152, tiling=GROWS)
+    num_hidden_layers: int = _field(22, tiling=GROWS)
+    num_attention_heads: int = _field(12, tiling=GROWS)
+    hidden_activation: str = _field("gelu")
+    max_position_embeddings: int = _field(8192)
+    norm_eps: float = _field(1e-5)
+    global_attn_every_n_layers: int = _field(3)
+    local_attention: int = _field(128)
+    global_rope_theta: float = _field(160_000.0)
+    local_rope_theta: float = _field(10_000.0)
+    embedding_dropout: float = _field(0.0, runtime=True)
+    attention_dropout: float = _field(0.0, runtime=True)
+    mlp_dropout: float = _field(0.0, runtime=True)
     # Heads.
-    classifier_pooling: str = "mean"
-    classifier_dropout: float = 0.0
-    classifier_activation: str = "gelu"
-    decoder_bias: bool = True
-    tie_word_embeddings: bool = True  # the MLM decoder shares the token-embedding matrix (ModernBERT)
-    num_labels: int = 2
-    id2label: dict[int, str] | None = None
-    problem_type: str | None = None
-    # Special tokens; None where the vocabulary has no such token.
-    pad_token_id: int | None = MODERNBERT_SPECIAL_IDS["pad"]
-    cls_token_id: int | None = MODERNBERT_SPECIAL_IDS["cls"]
-    sep_token_id: int | None = MODERNBERT_SPECIAL_IDS["sep"]
-    mask_token_id: int | None = MODERNBERT_SPECIAL_IDS["mask"]
+    classifier_pooling: str = _field("mean")
+    classifier_dropout: float = _field(0.0, runtime=True)
+    classifier_activation: str = _field("gelu")
+    decoder_bias: bool = _field(True)
+    # The MLM decoder shares the token-embedding matrix (ModernBERT).
+    tie_word_embeddings: bool = _field(True, tiling=KEPT)
+    num_labels: int = _field(2)
+    id2label: dict[int, str] | None = _field(None, hf=False)  # written as id2label and label2id
+    problem_type: str | None = _field(None)
+    # Special tokens; None where the vocabulary has no such token. ModernBertConfig has no mask_token_id;
+    # ours is written beside the others.
+    pad_token_id: int | None = _field(MODERNBERT_SPECIAL_IDS["pad"], tiling=KEPT)
+    cls_token_id: int | None = _field(MODERNBERT_SPECIAL_IDS["cls"], tiling=KEPT)
+    sep_token_id: int | None = _field(MODERNBERT_SPECIAL_IDS["sep"], tiling=KEPT)
+    mask_token_id: int | None = _field(MODERNBERT_SPECIAL_IDS["mask"], hf=False, tiling=KEPT)
     # Initialisation: truncated normal, std `initializer_range`, cut at `initializer_cutoff_factor` std.
-    initializer_range: float = 0.02
-    initializer_cutoff_factor: float = 2.0
+    initializer_range: float = _field(0.02)
+    initializer_cutoff_factor: float = _field(2.0)
     # Runtime choices; not part of the architecture, so not written to config.json.
-    attn_backend: str = "auto"
-    compile: bool = False
+    attn_backend: str = _field("auto", hf=False, runtime=True)
+    compile: bool = _field(False, hf=False, runtime=True)
     # MLM: with labels, run the head only where a label is set (ModernBERT's recipe; saves most of the
     # vocab projection). Logits then have one row per labelled token instead of the input's shape.
     # Pre-training turns it on; exported folders leave it off, so their logits keep the input's shape.
-    sparse_prediction: bool = False
+    sparse_prediction: bool = _field(False, hf=False)
 
     def __post_init__(self) -> None:
         def require(ok: bool, name: str, why: str) -> None:
@@ -111,14 +131,11 @@ class ModernEncoderConfig:
         require(self.local_rope_theta > 0, "local_rope_theta", "must be positive")
         for name in ("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"):
             require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
-        require(
-            self.attn_backend in ATTENTION_BACKENDS, "attn_backend", f"must be one of {ATTENTION_BACKENDS}"
-        )
+        backends = ("auto", *ATTENTION_BACKENDS)
+        require(self.attn_backend in backends, "attn_backend", f"must be one of {backends}")
         require(
             self.classifier_pooling in POOLING_MODES, "classifier_pooling", f"must be one of {POOLING_MODES}"
         )
-        from modernenc.model.layers import ACTIVATIONS
-
         for name in ("hidden_activation", "classifier_activation"):
             require(getattr(self, name) in ACTIVATIONS, name, f"must be one of {sorted(ACTIVATIONS)}")
         for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
@@ -164,12 +181,11 @@ class ModernEncoderConfig:
         return dataclasses.asdict(self)
 
 
-# Presets. `base` and `large` are exactly ModernBERT-base / -large (paper Table 4). The small ones keep
-# the shape rules (head dim 64, GLU, local/global pattern) at sizes that train on two CPU cores.
-PRESETS: dict[str, dict[str, Any]] = {
-    "base": dict(hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12),
-    "large": dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16),
-    "small": dict(hidden_size=384, intermediate_size=576, num_hidden_layers=12, num_attention_heads=6),
-    "mini": dict(hidden_size=256, intermediate_size=384, num_hidden_layers=6, num_attention_heads=4),
-    "tiny": dict(hidden_size=128, intermediate_size=192, num_hidden_layers=3, num_attention_heads=2),
-}
+def _fields_where(key: str, value: object = True) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(ModernEncoderConfig) if f.metadata.get(key) == value)
+
+
+HF_FIELDS = _fields_where("hf")  # shared with transformers' ModernBertConfig, under the same name
+RUNTIME_FIELDS = _fields_where("runtime")  # may differ between a checkpoint and the run loading it
+TILING_GROWS = _fields_where("tiling", GROWS)  # may grow when tiling to a bigger preset
+TILING_KEPT = _fields_where("tiling", KEPT)  # must agree between the small and the big model

@@ -16,6 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from modernenc.model.attention import PackedLayout, resolve_backend
 from modernenc.model.config import ModernEncoderConfig
+from modernenc.model.hf_interop import load_pretrained, save_pretrained
 from modernenc.model.layers import Embeddings, EncoderLayer, RotaryEmbedding, init_weights, layer_norm
 from modernenc.model.padding import Unpadded, check_packed_layout, positions_from_cu_seqlens, repad, unpad
 
@@ -64,26 +65,13 @@ class ModernEncoderPreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **config_overrides: Any):
         """Load a `transformers` ModernBERT checkpoint folder (or hub id) into this class."""
-        from modernenc.model.hf_interop import load_pretrained
-
         return load_pretrained(cls, path_or_hub_id, **config_overrides)
 
     def save_pretrained(
         self, out_dir: str | Path, tokenizer_path: str | Path | None = None, overwrite: bool = False
     ) -> Path:
         """Write a folder that `transformers`' Auto classes load with no custom code."""
-        from modernenc.model.hf_interop import save_pretrained
-
         return save_pretrained(self, out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
-
-    # composer's FSDP asks the model it wraps these: one FSDP unit, and one activation checkpoint, per
-    # encoder layer. Embeddings, norms and the tied decoder stay in the root unit, together, as tying
-    # requires; without them the whole model would be one unit, gathered whole on every rank.
-    def fsdp_wrap_fn(self, module: nn.Module) -> bool:
-        return isinstance(module, EncoderLayer)
-
-    def activation_checkpointing_fn(self, module: nn.Module) -> bool:
-        return isinstance(module, EncoderLayer)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         params = {id(p): p for p in self.parameters()}  # tied weights count once

@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 
-from modernenc.model.config import ModernEncoderConfig
+from modernenc.model.activations import ACTIVATIONS
+from modernenc.model.config import IGNORE_INDEX, ModernEncoderConfig
 from modernenc.model.encoder import ModernEncoderModel, ModernEncoderPreTrainedModel, PackedEncoding
-from modernenc.model.layers import ACTIVATIONS, layer_norm
+from modernenc.model.layers import layer_norm
 from modernenc.model.padding import sequence_ids_from_cu_seqlens
-
-IGNORE_INDEX = -100
 
 
 class PredictionHead(nn.Module):

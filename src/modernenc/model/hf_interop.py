@@ -10,15 +10,13 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from modernenc.model.config import ModernEncoderConfig
-
-if TYPE_CHECKING:
-    from modernenc.model.encoder import ModernEncoderPreTrainedModel
+from modernenc.model.config import HF_FIELDS, IGNORE_INDEX, ModernEncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,43 +30,10 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
-# The decision thresholds fine-tuning chose for the weights beside them (`tasks.predict`): stale once the
-# weights are replaced, so overwriting a folder removes it.
-THRESHOLDS_FILE = "thresholds.json"
 # Tensors that exist in the module but are not stored when tied: the decoder shares the embedding matrix.
 TIED_KEYS = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 # `transformers` options that would add parameters modernenc does not have.
 UNSUPPORTED_TRUE_FLAGS = ("norm_bias", "attention_bias", "mlp_bias", "classifier_bias")
-# ModernBertConfig fields that are ours too, under the same name.
-SHARED_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "hidden_activation",
-    "max_position_embeddings",
-    "norm_eps",
-    "global_attn_every_n_layers",
-    "local_attention",
-    "global_rope_theta",
-    "local_rope_theta",
-    "embedding_dropout",
-    "attention_dropout",
-    "mlp_dropout",
-    "classifier_pooling",
-    "classifier_dropout",
-    "classifier_activation",
-    "decoder_bias",
-    "tie_word_embeddings",
-    "pad_token_id",
-    "cls_token_id",
-    "sep_token_id",
-    "initializer_range",
-    "initializer_cutoff_factor",
-    "num_labels",
-    "problem_type",
-)
 
 
 class CheckpointMismatchError(ValueError):
@@ -97,7 +62,7 @@ def resolve_checkpoint_dir(path_or_hub_id: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint folder {name!r} does not exist")
     from huggingface_hub import snapshot_download
 
-    from modernenc.hub import offline_unless_reachable
+    from modernenc.utils.hub import offline_unless_reachable
 
     try:
         with offline_unless_reachable():  # cached snapshots still resolve
@@ -136,13 +101,14 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
         raise ValueError(
             f"checkpoint uses rope_scaling={full['rope_scaling']}; modernenc supports plain RoPE only"
         )
-    values = {k: full[k] for k in SHARED_FIELDS if k in full}
+    values = {k: full[k] for k in HF_FIELDS if k in full}
     # Read for parity with transformers, which then returns compacted MLM logits; never written.
     values["sparse_prediction"] = bool(full.get("sparse_prediction"))
-    if values["sparse_prediction"] and full.get("sparse_pred_ignore_index", -100) != -100:
+    ignored = full.get("sparse_pred_ignore_index", IGNORE_INDEX)
+    if values["sparse_prediction"] and ignored != IGNORE_INDEX:
         raise ValueError(
             f"checkpoint sets sparse_pred_ignore_index={full['sparse_pred_ignore_index']}; modernenc "
-            "ignores label -100 only"
+            f"ignores label {IGNORE_INDEX} only"
         )
     if values.get("local_rope_theta") is None:
         values["local_rope_theta"] = values["global_rope_theta"]
@@ -167,7 +133,7 @@ def config_to_hf_dict(
 ) -> dict[str, Any]:
     from transformers import ModernBertConfig
 
-    values = {k: getattr(config, k) for k in SHARED_FIELDS}
+    values = {k: getattr(config, k) for k in HF_FIELDS}
     id2label = config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
     hf = ModernBertConfig(
         **values,
@@ -186,9 +152,7 @@ def config_to_hf_dict(
     return hf
 
 
-def load_pretrained(
-    cls: type[ModernEncoderPreTrainedModel], path_or_hub_id: str | Path, **config_overrides: Any
-) -> ModernEncoderPreTrainedModel:
+def load_pretrained(cls: type[nn.Module], path_or_hub_id: str | Path, **config_overrides: Any) -> nn.Module:
     folder = resolve_checkpoint_dir(path_or_hub_id)
     config_file = folder / CONFIG_NAME
     if not config_file.is_file():
@@ -244,7 +208,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def adapt_state_dict(
-    state: dict[str, torch.Tensor], model: ModernEncoderPreTrainedModel, architectures: list[str]
+    state: dict[str, torch.Tensor], model: nn.Module, architectures: list[str]
 ) -> dict[str, torch.Tensor]:
     """Fit a checkpoint's keys to `model`: the bare encoder drops the `model.` prefix and any head; a task
     model loaded from another task's checkpoint keeps the shared encoder and `head` and starts a fresh
@@ -283,9 +247,7 @@ def adapt_state_dict(
     return state
 
 
-def load_state_strict(
-    model: ModernEncoderPreTrainedModel, state: dict[str, torch.Tensor], source: Path
-) -> None:
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     tied = tied_keys(model)
     expected = {k: v for k, v in model.state_dict().items() if k not in tied}
     missing = sorted(set(expected) - set(state))
@@ -317,7 +279,7 @@ def find_tokenizer_files(tokenizer_dir: str | Path) -> list[Path]:
 
 
 def save_pretrained(
-    model: ModernEncoderPreTrainedModel,
+    model: nn.Module,
     out_dir: str | Path,
     tokenizer_path: str | Path | None = None,
     overwrite: bool = False,
@@ -328,7 +290,6 @@ def save_pretrained(
         raise FileExistsError(f"{out} already holds a checkpoint; pass overwrite=True (--force) to replace")
     tokenizer_files = find_tokenizer_files(tokenizer_path) if tokenizer_path is not None else []
     out.mkdir(parents=True, exist_ok=True)
-    (out / THRESHOLDS_FILE).unlink(missing_ok=True)
     tied = tied_keys(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in tied}
     save_file(state, str(weights_file), metadata={"format": "pt"})

@@ -8,22 +8,13 @@ checkpoints map one-to-one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from modernenc.model.activations import ACTIVATIONS
 from modernenc.model.attention import PackedLayout
 from modernenc.model.config import ModernEncoderConfig
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact (erf) GELU, ModernBERT's choice
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-    "relu": F.relu,
-}
 
 
 def layer_norm(config: ModernEncoderConfig) -> nn.LayerNorm:

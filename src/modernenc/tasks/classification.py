@@ -125,13 +125,14 @@ def evaluate_classifier(
 
     Writes `report.json`, `report.md` and `pr_curve_<split>.png` into `out_dir`; returns the report.
     """
+    from modernenc.tasks.decisions import default_review_band
     from modernenc.tasks.evaluation import (
         evaluate_at_thresholds,
         format_table,
         plot_precision_recall,
         select_thresholds,
     )
-    from modernenc.tasks.predict import default_review_band, predict_probabilities
+    from modernenc.tasks.predict import predict_probabilities
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from modernenc.data.masking import load_tokenizer
 from modernenc.data.packing import pack_sequences
-from modernenc.tasks.tables import DataColumnError, missing_column, read_rows
+from modernenc.model.config import IGNORE_INDEX
+from modernenc.utils.tables import DataColumnError, missing_column, read_rows
 
 COLUMN_HINT = " (choose others with data.text_column / data.label_column)"
 
@@ -38,7 +39,7 @@ def read_labelled_texts(
     if dataset:
         import datasets
 
-        from modernenc.hub import offline_unless_reachable
+        from modernenc.utils.hub import offline_unless_reachable
 
         with offline_unless_reachable(dataset):
             rows = datasets.load_dataset(dataset, dataset_config, split=source)
@@ -125,7 +126,8 @@ def tokenize_words(
     max_length: int,
 ) -> TokenizedTexts:
     """Token ids and per-token labels for pre-split words: each word's first sub-token carries its tag,
-    the other sub-tokens and CLS/SEP get -100 (ignored by the loss), as `transformers` token tasks do."""
+    the other sub-tokens and CLS/SEP get IGNORE_INDEX (ignored by the loss), as `transformers` token tasks
+    do."""
     tokenizer = load_tokenizer(tokenizer_path)
     index = {tag: i for i, tag in enumerate(vocabulary)}
     # A space before every word but the first, so byte-level BPE tokenizes it as it would in running text.
@@ -140,12 +142,12 @@ def tokenize_words(
             raise DataColumnError(f"row {row} has tags {unknown} that training does not have: {vocabulary}")
         labels, previous = [], None
         for word in encoding.word_ids:
-            labels.append(-100 if word is None or word == previous else index[row_tags[word]])
+            labels.append(IGNORE_INDEX if word is None or word == previous else index[row_tags[word]])
             previous = word
         ids, labels = np.asarray(encoding.ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
         if len(ids) > max_length:
             ids = np.concatenate([ids[: max_length - 1], ids[-1:]])
-            labels = np.concatenate([labels[: max_length - 1], [-100]])
+            labels = np.concatenate([labels[: max_length - 1], [IGNORE_INDEX]])
             truncated += 1
         ids_out.append(ids)
         labels_out.append(labels)

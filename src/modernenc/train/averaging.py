@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from modernenc.train.composer_model import RUNTIME_FIELDS
+from modernenc.model.config import RUNTIME_FIELDS
 from modernenc.train.export import EXTRA_STATE_KEY
 
 CHECKPOINT_NAME = re.compile(r"^ep(?P<epoch>\d+)-ba(?P<batch>\d+)-rank0\.pt$")  # train.py's save_filename

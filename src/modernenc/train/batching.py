@@ -24,7 +24,7 @@ from composer.loggers import Logger
 from torch.utils.data import IterableDataset
 
 from modernenc.data.batch_size_warmup import BatchSizeWarmup
-from modernenc.data.packing import IGNORE_INDEX
+from modernenc.model.config import IGNORE_INDEX
 
 
 def warmup_from_config(data_cfg: Any, world_size: int) -> BatchSizeWarmup:

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
 from modernenc.model.config import PRESETS, SPECIAL_TOKEN_FIELDS
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
-from modernenc.precision import warn_if_bf16_is_slow
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
 from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
 from modernenc.train.config import DEFAULT_PRESET, ConfigError, trains_on_gpu
+from modernenc.utils.precision import warn_if_bf16_is_slow
 
 
 class _IterableStream(IterableDataset):
@@ -322,7 +322,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             return
         out = Path(cfg.save_folder) / "eval"
         report = evaluate_classifier(best, data, out, cfg.evaluation.target_recall, cfg.data.micro_batch_size)
-        from modernenc.tasks.predict import write_thresholds
+        from modernenc.tasks.decisions import write_thresholds
 
         write_thresholds(
             best_dir,

@@ -10,18 +10,15 @@ from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
+from modernenc.model.config import IGNORE_INDEX, RUNTIME_FIELDS
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
+from modernenc.model.layers import EncoderLayer
 
-# Config fields that may differ between a checkpoint and the run loading it.
-RUNTIME_FIELDS = (
-    "attn_backend",
-    "compile",
-    "attention_dropout",
-    "embedding_dropout",
-    "mlp_dropout",
-    "classifier_dropout",
-)
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "cu_seqlens", "max_seqlen", "position_ids")
+
+
+def _is_encoder_layer(module: torch.nn.Module) -> bool:
+    return isinstance(module, EncoderLayer)
 
 
 class ModernEncoderComposerModel(ComposerModel):
@@ -33,13 +30,18 @@ class ModernEncoderComposerModel(ComposerModel):
     def __init__(self, model: ModernEncoderPreTrainedModel) -> None:
         super().__init__()
         self.model = model
+        # composer's FSDP asks the modules it wraps these: one FSDP unit, and one activation checkpoint,
+        # per encoder layer. Embeddings, norms and the tied decoder stay in the root unit, together, as
+        # tying requires; without them the whole model would be one unit, gathered whole on every rank.
+        model.fsdp_wrap_fn = _is_encoder_layer
+        model.activation_checkpointing_fn = _is_encoder_layer
         self.train_metrics: dict[str, Metric] = {}
         self.eval_metrics: dict[str, Metric] = self.build_metrics()
 
     def build_metrics(self) -> dict[str, Metric]:
         return {
-            "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=-100),
-            "MaskedAccuracy": MaskedAccuracy(ignore_index=-100),
+            "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX),
+            "MaskedAccuracy": MaskedAccuracy(ignore_index=IGNORE_INDEX),
         }
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -73,7 +75,7 @@ class ModernEncoderComposerModel(ComposerModel):
     def update_metric(self, batch: dict[str, Any], outputs, metric: Metric) -> None:
         # Sparse prediction: logits have one row per labelled token, in packed order.
         labels = batch["labels"].reshape(-1)
-        labels = labels[labels != -100]
+        labels = labels[labels != IGNORE_INDEX]
         metric.update(outputs.logits, labels)
 
 
@@ -105,7 +107,7 @@ class ClassifierComposerModel(ModernEncoderComposerModel):
     def update_metric(self, batch: dict[str, Any], outputs, metric: Metric) -> None:
         probs, labels = outputs.logits.float().softmax(-1), batch["labels"]
         if self.token_level:  # only the first sub-token of each word is labelled
-            keep = labels != -100
+            keep = labels != IGNORE_INDEX
             probs, labels = probs[keep], labels[keep]
         if self.model.config.num_labels == 2:
             metric.update(probs[:, self.positive_index], (labels == self.positive_index).long())

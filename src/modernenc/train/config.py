@@ -15,8 +15,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from modernenc.data.masking import DEFAULT_EVAL_MLM_PROBABILITY, DEFAULT_TRAIN_MLM_PROBABILITY
 from modernenc.model.config import PRESETS
-from modernenc.suggest import did_you_mean
+from modernenc.utils.suggest import did_you_mean
 
 TASKS = ("mlm", "classification", "token_classification")
 DEFAULT_PRESET = "mini"  # a random init's sizes when model.preset is null
@@ -60,8 +61,8 @@ class DataConfig:
     micro_batch_size: int = 8
     global_batch_size: int | None = None  # per optimizer step over all ranks; default: one micro-batch each
     batch_size_warmup: BatchSizeWarmupConfig = field(default_factory=BatchSizeWarmupConfig)
-    mlm_probability: float = 0.3
-    eval_mlm_probability: float = 0.15
+    mlm_probability: float = DEFAULT_TRAIN_MLM_PROBABILITY
+    eval_mlm_probability: float = DEFAULT_EVAL_MLM_PROBABILITY
     # Sequences held for best-fit packing; null: max(128, 16 x micro_batch_size). On the Wikipedia sample
     # at ModernBERT's 96 x 1024 slots that packs 99.8% full, against 98.4% with a fixed 128.
     buffer_size: int | None = None
@@ -160,11 +161,28 @@ def _is_interpolation(cfg: DictConfig, dotted: str) -> bool:
     return OmegaConf.is_interpolation(OmegaConf.select(cfg, parent) if parent else cfg, leaf)
 
 
+def _packaged_recipe(path: Path) -> Path:
+    """A yaml that is not a file here may name a recipe shipped with the package (`quickstart/pretrain`)."""
+    from modernenc.train.recipes import list_recipes, recipe_path
+
+    if path.suffix in ("", ".yaml") and not path.is_absolute() and ".." not in path.parts:
+        try:
+            return recipe_path(str(path))
+        except FileNotFoundError:
+            pass
+    hint = did_you_mean(path.with_suffix("").as_posix().removeprefix("yamls/"), list_recipes())
+    raise ConfigError(
+        f"config file {path} does not exist, nor is it a packaged recipe{hint}; `modernenc recipes` "
+        "lists them"
+    )
+
+
 def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> DictConfig:
-    """Merge `yaml_path` and `key=value` overrides onto the schema; raise `ConfigError` on bad input."""
+    """Merge `yaml_path` (a file, or the name of a packaged recipe) and `key=value` overrides onto the
+    schema; raise `ConfigError` on bad input."""
     path = Path(yaml_path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        path = _packaged_recipe(path)
     schema = OmegaConf.structured(TrainConfig)
     try:
         loaded = OmegaConf.load(path)

@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from modernenc.data.packing import IGNORE_INDEX
-from modernenc.model.config import ModernEncoderConfig
+from modernenc.model.config import IGNORE_INDEX, ModernEncoderConfig
 
 
 def document_lengths(micro_batch: dict[str, Any]) -> list[int]:

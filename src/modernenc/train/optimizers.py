@@ -20,7 +20,7 @@ import optimi
 import torch
 from torch import nn
 
-from modernenc.suggest import did_you_mean
+from modernenc.utils.suggest import did_you_mean
 
 __all__ = ["NO_DECAY_MODULES", "OPTIMIZERS", "build_optimizer", "param_groups", "param_groups_summary"]
 

@@ -24,7 +24,7 @@ from typing import Any
 from composer.core import State, Time, TimeUnit
 from composer.optim import ComposerScheduler
 
-from modernenc.suggest import did_you_mean
+from modernenc.utils.suggest import did_you_mean
 
 __all__ = [
     "DECAY_SHAPES",

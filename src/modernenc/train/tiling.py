@@ -21,21 +21,10 @@ from pathlib import Path
 
 import torch
 
-from modernenc.model.config import PRESETS, ModernEncoderConfig
+from modernenc.model.config import PRESETS, TILING_GROWS, TILING_KEPT, ModernEncoderConfig
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.model.hf_interop import CONFIG_NAME, TOKENIZER_FILES, WEIGHTS_NAME, tied_keys
 
-# Must agree between the small and the big model: the tokenizer, and the head size rotary works on.
-SHARED_FIELDS = (
-    "vocab_size",
-    "pad_token_id",
-    "cls_token_id",
-    "sep_token_id",
-    "mask_token_id",
-    "head_dim",
-    "tie_word_embeddings",
-)
-GROWING_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 _LAYER_KEY = re.compile(r"^(?P<prefix>(?:model\.)?layers\.)(?P<idx>\d+)\.(?P<rest>.+)$")
 
 
@@ -144,11 +133,12 @@ def config_for_preset(small_config: ModernEncoderConfig, preset: str) -> ModernE
 
 
 def _check_configs(small: ModernEncoderConfig, big: ModernEncoderConfig) -> None:
-    differing = [f for f in SHARED_FIELDS if getattr(small, f) != getattr(big, f)]
+    # The head size is derived, not a field, but rotary works on it: it must agree too.
+    differing = [f for f in (*TILING_KEPT, "head_dim") if getattr(small, f) != getattr(big, f)]
     if differing:
         detail = ", ".join(f"{f} {getattr(small, f)} vs {getattr(big, f)}" for f in differing)
         raise ValueError(f"cannot tile: the small and big configs must agree on {detail}")
-    shrinking = [f for f in GROWING_FIELDS if getattr(big, f) < getattr(small, f)]
+    shrinking = [f for f in TILING_GROWS if getattr(big, f) < getattr(small, f)]
     if shrinking:
         detail = ", ".join(f"{f} {getattr(small, f)} -> {getattr(big, f)}" for f in shrinking)
         raise ValueError(f"cannot tile to a smaller model: {detail}")

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
-from modernenc.paths import modernbert_tokenizer_dir, shared_data_dir
-from modernenc.tasks.ade_data import load_ade_sentences
+from modernenc.pv.ade_data import load_ade_sentences
+from modernenc.pv.bundled_data import modernbert_tokenizer_dir, shared_data_dir
 
 
 def ade_sentences(limit: int) -> list[str]:

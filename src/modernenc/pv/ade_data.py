@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modernenc.tasks.tables import read_lines
+from modernenc.utils.tables import read_lines
 
 POSITIVE_FILE = "DRUG-AE.rel"
 NEGATIVE_FILE = "ADE-NEG.txt"
+DOSE_FILE = "DRUG-DOSE.rel"
 SPLITS = ("train", "validation", "test")
 HF_NAME = "ade_corpus_v2"
 HF_CONFIG = "Ade_corpus_v2_classification"
@@ -72,11 +73,33 @@ def read_raw_ade(folder: str | Path) -> list[tuple[str, int]]:
     return rows
 
 
+def corpus_sentences(folder: str | Path) -> list[str]:
+    """Every sentence of the corpus files, for decontamination: ``DRUG-AE.rel`` and ``DRUG-DOSE.rel``
+    (``PMID|sentence|...``) and ``ADE-NEG.txt`` (``PMID NEG sentence``); none is an error."""
+    folder = Path(folder)
+    out = []
+    for name in (POSITIVE_FILE, DOSE_FILE):
+        if (folder / name).exists():
+            out += [
+                parts[1]
+                for parts in (line.split("|") for line in _read_lines(folder / name))
+                if len(parts) > 1
+            ]
+    if (folder / NEGATIVE_FILE).exists():
+        for line in _read_lines(folder / NEGATIVE_FILE):
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[1] == "NEG":
+                out.append(parts[2])
+    if not out:
+        raise ValueError(f"{folder} holds no {POSITIVE_FILE}, {DOSE_FILE} or {NEGATIVE_FILE} sentences")
+    return out
+
+
 def read_raw_hf(name: str = HF_NAME, config: str = HF_CONFIG) -> list[tuple[str, int]]:
     """The Hugging Face classification config (columns ``text``, ``label``) through ``datasets``."""
     import datasets
 
-    from modernenc.hub import offline_unless_reachable
+    from modernenc.utils.hub import offline_unless_reachable
 
     with offline_unless_reachable() as offline:  # a cached copy still loads offline
         try:

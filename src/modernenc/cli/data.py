@@ -1,0 +1,202 @@
+"""Data commands: tokenize a corpus into MDS shards, train a BPE tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from modernenc.cli.command import Command, CommandError
+from modernenc.data.corpus import FORMATS
+
+PREPARE_EXAMPLE = """example:
+  modernenc prepare-data --input ../shared/data/pubmed --format jsonl --text-field text \\
+      --tokenizer ../shared/data/tokenizers/modernbert --output data/mds/pubmed \\
+      --max-length 1024 --validation-fraction 0.01 --decontaminate ../shared/data/ade_corpus_v2
+  (also `python data_prep/prepare_corpus.py ...` from a checkout)
+"""
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = PREPARE_EXAMPLE
+    p.add_argument(
+        "--input", nargs="+", required=True, help="files/folders, or a dataset name with --format hf"
+    )
+    p.add_argument(
+        "--format", default="auto", choices=FORMATS, help="input format (default: by file extension)"
+    )
+    p.add_argument("--text-field", default="text", help="text field for jsonl/parquet/hf inputs")
+    p.add_argument("--id-field", default=None, help="optional document id field for jsonl/parquet inputs")
+    p.add_argument(
+        "--text-split",
+        default="line",
+        choices=("line", "paragraph"),
+        help="plain text: one document per line, or per blank-line separated block",
+    )
+    p.add_argument("--hf-config", default=None, help="dataset config name for --format hf")
+    p.add_argument("--hf-split", default="train", help="dataset split for --format hf")
+    p.add_argument("--hf-data-files", nargs="*", default=None, help="data_files for builders like 'json'")
+    p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json, or the file itself")
+    p.add_argument("--output", required=True, help="output folder (gets train/ and validation/)")
+    p.add_argument("--max-length", type=int, default=1024, help="tokens per chunk incl. [CLS]/[SEP]")
+    p.add_argument(
+        "--validation-fraction", type=float, default=0.01, help="hash-based hold-out fraction (default: 0.01)"
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="salt of the hold-out hash")
+    p.add_argument(
+        "--decontaminate",
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="drop documents containing any sentence of these eval sets (jsonl/csv/parquet, txt, or the "
+        "ADE corpus folder)",
+    )
+    p.add_argument(
+        "--decontaminate-field", default="text", help="text column of a jsonl/csv/parquet eval set"
+    )
+    p.add_argument("--decontaminate-min-words", type=int, default=6, help="ignore shorter eval sentences")
+    p.add_argument("--shard-size", default="64mb", help="uncompressed shard size limit, e.g. 64mb")
+    p.add_argument("--force", action="store_true", help="replace an existing prepared corpus in --output")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from modernenc.data.corpus import iter_documents
+    from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
+    from modernenc.data.masking import load_tokenizer
+    from modernenc.data.mds import check_output_dir, staged_output_dir, write_mds_corpus
+    from modernenc.pv.ade_data import corpus_sentences  # so --decontaminate takes the ADE corpus folder
+
+    if not 0.0 <= args.validation_fraction < 1.0:
+        raise CommandError(f"--validation-fraction must be in [0, 1); got {args.validation_fraction}")
+    if args.max_length < 3:
+        raise CommandError(
+            f"--max-length must leave room for [CLS], [SEP] and a token (>= 3); got {args.max_length}"
+        )
+    if args.decontaminate_min_words < 1:
+        raise CommandError(f"--decontaminate-min-words must be >= 1; got {args.decontaminate_min_words}")
+    out = check_output_dir(args.output, args.force)
+    tokenizer = load_tokenizer(args.tokenizer)
+    decontaminator = None
+    if args.decontaminate:
+        sentences = [
+            s
+            for path in args.decontaminate
+            for s in load_eval_sentences(path, args.decontaminate_field, folder_reader=corpus_sentences)
+        ]
+        decontaminator = Decontaminator(sentences, min_words=args.decontaminate_min_words)
+        if decontaminator.num_sentences == 0:
+            raise ValueError(
+                f"none of the {len(sentences):,} decontamination sentences has "
+                f"{args.decontaminate_min_words} or more words; nothing would be removed"
+            )
+    documents = iter_documents(
+        args.input,
+        args.format,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        text_split=args.text_split,
+        hf_config=args.hf_config,
+        hf_split=args.hf_split,
+        hf_data_files=args.hf_data_files,
+    )
+    try:
+        with staged_output_dir(out) as staging:
+            report = write_mds_corpus(
+                documents,
+                tokenizer,
+                staging,
+                max_length=args.max_length,
+                validation_fraction=args.validation_fraction,
+                split_seed=args.split_seed,
+                decontaminator=decontaminator,
+                shard_size_limit=args.shard_size,
+                progress=not args.no_progress,
+            )
+    except KeyboardInterrupt:
+        raise CommandError(f"interrupted; {args.output} is as it was") from None
+    print(report.format())
+    print(f"wrote {out}")
+
+
+TOKENIZER_EXAMPLE = """example:
+  modernenc train-tokenizer --input ../shared/data/pubmed --format jsonl \\
+      --vocab-size 32768 --output tokenizers/pubmed-32k
+  (also `python data_prep/train_tokenizer.py ...` from a checkout)
+"""
+
+
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = TOKENIZER_EXAMPLE
+    p.add_argument(
+        "--input", nargs="+", required=True, help="files/folders (or a dataset name with --format hf)"
+    )
+    p.add_argument("--format", default="auto", choices=FORMATS)
+    p.add_argument("--text-field", default="text", help="text field for jsonl/parquet/hf inputs")
+    p.add_argument("--text-split", default="line", choices=("line", "paragraph"))
+    p.add_argument("--vocab-size", type=int, required=True, help="BPE vocabulary size incl. special tokens")
+    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--pad-to-multiple-of", type=int, default=64, help="add [unusedN] tokens up to a multiple")
+    p.add_argument("--model-max-length", type=int, default=8192)
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite an existing tokenizer in --output")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _train_tokenizer(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from modernenc.data.corpus import iter_documents
+    from modernenc.data.tokenizer_training import SPECIAL_TOKENS, save_hf, train_bpe
+
+    out = Path(args.output)
+    if (out / "tokenizer.json").exists() and not args.force:
+        raise CommandError(f"{out / 'tokenizer.json'} exists; pass --force to overwrite")
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--output {out} is a file; pass a folder")
+    if args.vocab_size <= len(SPECIAL_TOKENS) + 256:
+        raise CommandError("--vocab-size must exceed the 256 byte symbols plus the special tokens")
+    for name in ("min_frequency", "pad_to_multiple_of", "model_max_length"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    skipped: Counter[str] = Counter()
+    used = 0
+
+    def texts(docs: Iterator) -> Iterator[str]:  # of data.corpus.Document
+        nonlocal used
+        for doc in tqdm(docs, unit="doc", desc="reading", disable=args.no_progress, mininterval=1.0):
+            if doc.skip_reason is None:
+                used += 1
+                yield doc.text
+            else:
+                skipped[doc.skip_reason] += 1
+
+    docs = iter_documents(args.input, args.format, text_field=args.text_field, text_split=args.text_split)
+    tok = train_bpe(texts(docs), args.vocab_size, args.min_frequency, args.pad_to_multiple_of)
+    if used == 0:  # a BPE of byte symbols only; nothing is written
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in skipped.most_common()) or "the input holds none"
+        raise CommandError(f"no document had text to train on ({reasons}); check --text-field")
+    out.mkdir(parents=True, exist_ok=True)
+    save_hf(tok, out, args.model_max_length)
+    print(f"vocabulary {tok.get_vocab_size(with_added_tokens=True):,} tokens; saved to {out}")
+    print(
+        f"skipped documents {sum(skipped.values()):,}"
+        + "".join(f"\n  {r}: {n:,}" for r, n in skipped.items())
+    )
+
+
+COMMANDS = {
+    "prepare-data": Command(
+        "tokenize a corpus into MDS shards (text, JSONL, parquet, WikiExtractor, HF datasets)",
+        _prepare_args,
+        _prepare,
+        description="Tokenize documents, split long ones into [CLS] ... [SEP] chunks, write zstd MDS shards.",
+    ),
+    "train-tokenizer": Command(
+        "train a BPE tokenizer with ModernBERT's special tokens",
+        _tokenizer_args,
+        _train_tokenizer,
+        description="Train a ModernBERT-style byte-level BPE tokenizer.",
+    ),
+}
