@@ -73,3 +73,40 @@ def test_task_text_shards_pass_the_leak_check_and_a_planted_test_sentence_fails(
     prepare([path, tmp_path / "planted.jsonl"], tmp_path / "leaky")
     err = cli_error(capsys, *check, tmp_path / "leaky")
     assert "1 held-out sentence(s) found" in err and repr(test_sentence[:80]) in err
+
+
+def test_anneal_text_drops_domain_documents_with_any_ade_sentence_and_groups_the_task_text(split, tmp_path):
+    from modernenc.pv.ade_data import load_ade_sentences
+    from modernenc.pv.task_text import group_by_abstract, write_anneal_text
+
+    positives, _ = load_ade_sentences(ADE)
+    train_positive = next(r["text"] for r in read_jsonl(split / "train.jsonl") if r["label"] == 1)
+    assert train_positive in positives  # any ADE sentence, training split or not, removes a domain document
+    domain = tmp_path / "domain.jsonl"
+    docs = ["An abstract about enzyme kinetics in yeast cells.", f"Case report. {train_positive} Discussion."]
+    domain.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    text = task_adaptive_sentences(ADE, split)
+    made = write_anneal_text([domain], ADE, text, tmp_path / "mix.jsonl", repeats=3)
+    lines = [json.loads(line)["text"] for line in made.path.read_text().splitlines()]
+    assert (made.documents, made.dropped) == (1, 1) and lines[0] == docs[0]
+    grouped = lines[1:]
+    assert len(grouped) == 3 * made.task_documents and grouped[0] == grouped[1] == grouped[2]
+
+    # One document per PubMed abstract: every sentence once, all of a document's from the same PMID.
+    pmid_of = {}
+    for line in (ADE / "ADE-NEG.txt").read_text().splitlines():
+        pmid, _, sentence = line.split(" ", 2)
+        pmid_of.setdefault(sentence.strip(), pmid)
+    for line in (ADE / "DRUG-AE.rel").read_text().splitlines():
+        pmid, sentence = line.split("|")[:2]
+        pmid_of.setdefault(sentence.strip(), pmid)
+    documents = group_by_abstract(text.sentences, ADE)
+    assert documents == grouped[::3]
+    expected: dict[str, list[str]] = {}
+    for sentence in text.sentences:
+        expected.setdefault(pmid_of[sentence], []).append(sentence)
+    assert len(documents) == len(expected) < len(text.sentences) / 4
+    for pmid, document in zip(sorted(expected), documents, strict=True):
+        group = expected[pmid]
+        assert len(document) == sum(map(len, group)) + len(group) - 1  # the group, space-joined, nothing else
+        assert all(sentence in document for sentence in group)

@@ -53,6 +53,46 @@ def task_adaptive_sentences(corpus: str | Path, split_dir: str | Path, min_words
     return TaskText(kept, from_train, len(kept) - from_train, near)
 
 
+def sentence_abstracts(corpus: str | Path) -> dict[str, str]:
+    """Each corpus sentence's PubMed id (the first one it is listed under)."""
+    from modernenc.pv.ade_data import NEGATIVE_FILE, POSITIVE_FILE
+    from modernenc.utils.tables import read_lines
+
+    corpus = Path(corpus)
+    pmids: dict[str, str] = {}
+    for line in read_lines(corpus / POSITIVE_FILE):
+        parts = line.split("|")  # PMID|sentence|effect|...
+        if len(parts) > 1:
+            pmids.setdefault(parts[1].strip(), parts[0])
+    for line in read_lines(corpus / NEGATIVE_FILE):
+        parts = line.split(" ", 2)  # PMID NEG sentence
+        if len(parts) == 3:
+            pmids.setdefault(parts[2].strip(), parts[0])
+    return pmids
+
+
+def group_by_abstract(sentences: list[str], corpus: str | Path, seed: int = 0) -> list[str]:
+    """The sentences joined into one document per PubMed abstract they come from, in a seeded random
+    order within each (the corpus does not keep the abstracts' order, and a fixed order, e.g. positives
+    first, would tie position to the label).
+
+    Why: a step of ~140 separate ADE sentences costs ~1.4x a step of 8 x 512-token documents (per-sequence
+    overhead; docs/results.md), and an abstract's sentences are natural context for one another.
+    """
+    import random
+
+    pmids = sentence_abstracts(corpus)
+    groups: dict[str, list[str]] = {}
+    for sentence in sentences:
+        groups.setdefault(pmids.get(sentence, sentence), []).append(sentence)
+    documents = []
+    for pmid in sorted(groups):
+        group = sorted(groups[pmid])
+        random.Random(f"{seed}:{pmid}").shuffle(group)
+        documents.append(" ".join(group))
+    return documents
+
+
 def write_task_text(text: TaskText, path: str | Path, repeats: int = 1) -> Path:
     """One `{"text"}` JSON line per sentence, each written `repeats` times in a row (to weight it in a mix
     with other corpora; prepare-data assigns identical lines to the same MLM split, so copies never
@@ -66,3 +106,50 @@ def write_task_text(text: TaskText, path: str | Path, repeats: int = 1) -> Path:
     )
     path.write_text(lines, encoding="utf-8")
     return path
+
+
+@dataclass
+class AnnealText:
+    path: Path
+    documents: int  # domain documents kept
+    dropped: int  # domain documents holding an ADE corpus sentence
+    task_documents: int  # task sentences grouped by abstract (each written `repeats` times)
+
+
+def write_anneal_text(
+    domain: list[str | Path],
+    corpus: str | Path,
+    task: TaskText,
+    path: str | Path,
+    repeats: int = 4,
+    text_field: str = "text",
+    min_words: int = 6,
+) -> AnnealText:
+    """One JSONL for the annealing mix: the `domain` documents (e.g. PubMed) that hold no ADE corpus
+    sentence at all (as `prepare-data --decontaminate <ADE folder>` drops them), then the task text
+    grouped by abstract (`group_by_abstract`), each group `repeats` times.
+
+    The two parts are decontaminated differently: PubMed against every ADE sentence, the task text
+    (which is ADE sentences) against validation and test only; hence one file written here rather than
+    one `prepare-data --decontaminate` call.
+    """
+    from modernenc.data.corpus import iter_documents
+    from modernenc.pv.ade_data import corpus_sentences
+
+    every_ade_sentence = Decontaminator(corpus_sentences(corpus), min_words=min_words)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = dropped = 0
+    with path.open("w", encoding="utf-8") as out:
+        for doc in iter_documents(domain, "auto", text_field=text_field):
+            if doc.skip_reason is not None:
+                continue
+            if every_ade_sentence.contains_eval_sentence(doc.text):
+                dropped += 1
+                continue
+            out.write(json.dumps({"text": doc.text}, ensure_ascii=False) + "\n")
+            kept += 1
+        grouped = group_by_abstract(task.sentences, corpus)
+        for document in grouped:
+            out.write((json.dumps({"text": document}, ensure_ascii=False) + "\n") * repeats)
+    return AnnealText(path, kept, dropped, len(grouped))
