@@ -2,8 +2,8 @@
 
 By default the rows are the quickstart's (run `modernenc quickstart` first): its annealed checkpoint, its
 pre-trained-only checkpoint, random init, and LoRA (r 8 on Wqkv, Wo, Wi) from the annealed checkpoint,
-each fine-tuned with `quickstart/finetune_ade` and seeds 17, 18, 19 (17 is the quickstart's own seed),
-plus the strong TF-IDF baseline:
+each fine-tuned with `quickstart/finetune_ade` and seeds 17, 18, 19 (17 is the quickstart's own seed;
+LoRA's LR is chosen on validation from 5e-4, 1e-3, 2e-3), plus the strong TF-IDF baseline:
 
     python benchmarks/ade_effects.py --split-dir data/ade --out-dir checkpoints/ade-effects
 
@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[17, 18, 19], help="at least 3 for an sd")
     p.add_argument("--row", nargs="+", action="append", metavar="LABEL INIT [KEY=VALUE]", dest="rows")
     p.add_argument("--lr-grid", type=float, nargs="*", default=[], help="LRs tried on validation (full FT)")
-    p.add_argument("--lora-lr-grid", type=float, nargs="*", default=[], help="LRs tried for LoRA rows")
+    p.add_argument(
+        "--lora-lr-grid",
+        type=float,
+        nargs="*",
+        default=[5e-4, 1e-3, 2e-3],
+        help="LRs tried for LoRA rows (default: %(default)s; adapters want ~10x full fine-tuning's LR)",
+    )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     p.add_argument("--no-tfidf", action="store_true", help="leave out the TF-IDF baseline row")
     args = p.parse_args(argv)

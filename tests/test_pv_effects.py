@@ -57,7 +57,7 @@ def test_seeds_table_at_a_tiny_size(tmp_path, ade_dir, monkeypatch):
     encoder = tmp_path / "encoder"
     ModernEncoderForMaskedLM(ModernEncoderConfig.from_preset("tiny")).save_pretrained(encoder)
     out = tmp_path / "effects"
-    argv = ["--split-dir", ade_dir, "--out-dir", out, "--seeds", 1, 2, "--set", *TINY]
+    argv = ["--split-dir", ade_dir, "--out-dir", out, "--seeds", 1, 2, "--lora-lr-grid", "--set", *TINY]
     argv += ["--row", "tiny encoder", encoder, "--row", "tiny encoder, LoRA", encoder, "finetune.lora={}"]
     done = run_script(*argv)
     assert done.returncode == 0, done.stderr[-3000:]
