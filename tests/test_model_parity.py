@@ -74,7 +74,7 @@ def test_modernenc_to_hf(task, tmp_path, cpu_backend):
     hf, info = auto_cls.from_pretrained(
         tmp_path / "ours", output_loading_info=True, attn_implementation="sdpa"
     )
-    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    assert [list(info[k]) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")] == [[], [], []]
     assert type(hf).__name__ == ours.hf_architecture
     ids, mask = padded_batch(LENGTHS, seed=1)
     with torch.no_grad():
