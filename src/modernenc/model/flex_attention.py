@@ -78,9 +78,13 @@ class FlexAttention:
             return F.pad(t.to(dtype), (0, 0, 0, 0, 0, padded - num_tokens)).transpose(0, 1)[None]
 
         q, k = qk.unbind(1)
+        # Scaled here, and the kernel told scale=1: a scale that changes between calls (another head size)
+        # becomes a symbolic float to torch.compile, which flex's tracing then fails on (torch 2.7). For the
+        # power-of-two scales of ModernBERT's head sizes (64: 1/8) the product is exact.
+        q = q * dim**-0.5
         attend = _compiled_flex_attention() if compiled else _flex_attention()
         with torch.autocast(qk.device.type, enabled=False):
-            out = attend(heads_first(q), heads_first(k), heads_first(v), block_mask=block_mask)
+            out = attend(heads_first(q), heads_first(k), heads_first(v), block_mask=block_mask, scale=1.0)
         return out[0, :, :num_tokens].transpose(0, 1).to(v.dtype)
 
 
