@@ -49,7 +49,7 @@ def test_the_rehearsal_runs_every_step_and_passes_every_check(rehearsal):
         assert ("mlm", backend, "training-step gradients, max relative diff") in checked
         assert ("mlm", backend, "packed == padded, max abs diff") in checked
         assert ("seq-cls", backend, "bf16 error vs fp32 reference") in checked
-    assert ("mlm", "auto", "guard: a doubled window differs by more than") in checked
+    assert ("mlm", "bucketed", "guard: a doubled window differs by more than") in checked
     assert [r["loop"] for r in report["training"]] == ["plain PyTorch", "composer Trainer, no FSDP (CPU)"]
     assert all(r["passed"] and r["losses"][-1] < r["losses"][0] for r in report["training"])
     measured = {(r["workload"], r["model"]) for r in report["throughput"] if r.get("tokens_per_s")}
