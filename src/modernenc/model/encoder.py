@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from modernenc.model.attention import PackedLayout, resolve_backend
 from modernenc.model.config import ModernEncoderConfig
-from modernenc.model.hf_interop import load_pretrained, save_pretrained
+from modernenc.model.hf_interop import init_skipped, load_pretrained, save_pretrained
 from modernenc.model.layers import Embeddings, EncoderLayer, RotaryEmbedding, init_weights, layer_norm
 from modernenc.model.padding import Unpadded, check_packed_layout, positions_from_cu_seqlens, repad, unpad
 
@@ -59,8 +59,10 @@ class ModernEncoderPreTrainedModel(nn.Module):
         self.config = config
 
     def post_init(self, exclude: nn.Module | None = None) -> None:
-        """Initialise every weight not inside `exclude` (an encoder that initialised itself)."""
-        init_weights(self, self.config, exclude=exclude)
+        """Initialise every weight not inside `exclude` (an encoder that initialised itself); skipped when
+        a checkpoint will overwrite them all (`from_pretrained`)."""
+        if not init_skipped():
+            init_weights(self, self.config, exclude=exclude)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **config_overrides: Any):
@@ -72,6 +74,16 @@ class ModernEncoderPreTrainedModel(nn.Module):
     ) -> Path:
         """Write a folder that `transformers`' Auto classes load with no custom code."""
         return save_pretrained(self, out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
+
+    def for_inference(self, precision: str = "fp32"):
+        """This model, in eval mode, as its `fp32`, `bf16` or `int8` inference variant (converted in place).
+
+        `int8` quantizes the linear layers dynamically (CPU only); `bf16` computes them in bf16; norms,
+        embeddings, attention's softmax and the classifier stay fp32. See `modernenc.model.precision`.
+        """
+        from modernenc.model.precision import for_inference
+
+        return for_inference(self, precision)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         params = {id(p): p for p in self.parameters()}  # tied weights count once

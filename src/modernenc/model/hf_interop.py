@@ -6,9 +6,12 @@ translation is the config, and the tied decoder weight, which is not stored (unl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,25 @@ TOKENIZER_FILES = (
 TIED_KEYS = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 # `transformers` options that would add parameters modernenc does not have.
 UNSUPPORTED_TRUE_FLAGS = ("norm_bias", "attention_bias", "mlp_bias", "classifier_bias")
+
+
+# Set while a model is built only to receive a checkpoint's every tensor: its random init would be thrown
+# away, and at the base shape it costs several seconds (most of a prediction run's start-up).
+_SKIP_INIT: ContextVar[bool] = ContextVar("skip_init", default=False)
+
+
+@contextlib.contextmanager
+def weights_loaded_next() -> Iterator[None]:
+    """Models built inside skip their random initialisation: a checkpoint overwrites every tensor next."""
+    token = _SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+def init_skipped() -> bool:
+    return _SKIP_INIT.get()
 
 
 class CheckpointMismatchError(ValueError):
@@ -167,8 +189,13 @@ def load_pretrained(cls: type[nn.Module], path_or_hub_id: str | Path, **config_o
         raise ValueError(f"{config_file} must hold a JSON object (a ModernBERT config)")
     config = config_from_hf_dict(hf_config, **config_overrides)
     weights = read_weights(folder)
-    model = cls(config)
-    state = adapt_state_dict(weights, model, hf_config.get("architectures") or [])
+    architectures = hf_config.get("architectures") or []
+    # A checkpoint of this very class (or any, for the bare encoder) fills every tensor, or strict loading
+    # fails: no random init is needed. Another task's starts a fresh task layer, which needs it.
+    fills_every_tensor = cls.hf_architecture in (*architectures, "ModernBertModel")
+    with weights_loaded_next() if fills_every_tensor else contextlib.nullcontext():
+        model = cls(config)
+    state = adapt_state_dict(weights, model, architectures)
     load_state_strict(model, state, source=folder)
     model.name_or_path = str(path_or_hub_id)
     return model.eval()  # as transformers does: dropout off until training asks for it
@@ -285,6 +312,13 @@ def save_pretrained(
     overwrite: bool = False,
 ) -> Path:
     out = Path(out_dir)
+    precision = getattr(model, "inference_precision", None)
+    if precision not in (None, "fp32"):  # its linear layers hold bf16 or int8 copies, not the checkpoint
+        raise ValueError(
+            f"this model was converted for {precision} inference (for_inference), so it no longer holds the "
+            "checkpoint's weights and is not saved: a folder keeps the fp32 checkpoint, and the precision "
+            "is chosen when loading it. Save the model before converting it"
+        )
     weights_file = out / WEIGHTS_NAME
     if weights_file.exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a checkpoint; pass overwrite=True (--force) to replace")
