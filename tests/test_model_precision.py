@@ -193,18 +193,24 @@ def test_bf16_variant_keeps_its_weights_in_bf16_and_the_rest_in_fp32():
 
 def test_loading_a_checkpoint_skips_the_random_init_it_would_overwrite(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    ModernEncoderForSequenceClassification(small_config()).save_pretrained(tmp_path / "clf")
+    ModernEncoderForMaskedLM(small_config()).save_pretrained(tmp_path / "mlm")
     ModernEncoderModel(small_config()).save_pretrained(tmp_path / "encoder")
-    calls = []
-    original = ModernEncoderModel.post_init.__globals__["init_weights"]
-    monkeypatch.setitem(
-        ModernEncoderModel.post_init.__globals__,
-        "init_weights",
-        lambda module, *a, **k: calls.append(type(module).__name__) or original(module, *a, **k),
-    )
-    ModernEncoderForSequenceClassification.from_pretrained(tmp_path / "clf")
-    ModernEncoderModel.from_pretrained(tmp_path / "clf")  # the bare encoder: every tensor is stored
-    assert calls == []
-    # A fresh task layer on a bare encoder is initialised as before.
+    initialised = []  # is_meta of every tensor the random init touched
+    original = torch.nn.init.trunc_normal_
+
+    def recording(tensor, *args, **kwargs):
+        initialised.append(tensor.is_meta)
+        return original(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", recording)
+    mlm = ModernEncoderForMaskedLM.from_pretrained(tmp_path / "mlm")
+    ModernEncoderModel.from_pretrained(tmp_path / "mlm")  # the bare encoder: every tensor is stored
+    assert initialised and all(initialised)  # built on the meta device: nothing computed or allocated
+    assert mlm.decoder.weight is mlm.model.embeddings.tok_embeddings.weight  # tied again after loading
+    assert not any(t.is_meta for t in [*mlm.parameters(), *mlm.buffers()])
+    fresh = ModernEncoderModel(small_config())
+    assert torch.equal(mlm.model.rotary_local.inv_freq, fresh.rotary_local.inv_freq)  # computed, not stored
+    initialised.clear()
+    # A fresh task layer on a bare encoder is initialised for real, as before.
     ModernEncoderForSequenceClassification.from_pretrained(tmp_path / "encoder")
-    assert "ModernEncoderForSequenceClassification" in calls
+    assert not all(initialised)

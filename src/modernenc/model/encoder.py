@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from modernenc.model.attention import PackedLayout, resolve_backend
 from modernenc.model.config import ModernEncoderConfig
-from modernenc.model.hf_interop import init_skipped, load_pretrained, save_pretrained
+from modernenc.model.hf_interop import load_pretrained, save_pretrained
 from modernenc.model.layers import Embeddings, EncoderLayer, RotaryEmbedding, init_weights, layer_norm
 from modernenc.model.padding import Unpadded, check_packed_layout, positions_from_cu_seqlens, repad, unpad
 
@@ -59,10 +59,8 @@ class ModernEncoderPreTrainedModel(nn.Module):
         self.config = config
 
     def post_init(self, exclude: nn.Module | None = None) -> None:
-        """Initialise every weight not inside `exclude` (an encoder that initialised itself); skipped when
-        a checkpoint will overwrite them all (`from_pretrained`)."""
-        if not init_skipped():
-            init_weights(self, self.config, exclude=exclude)
+        """Initialise every weight not inside `exclude` (an encoder that initialised itself)."""
+        init_weights(self, self.config, exclude=exclude)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **config_overrides: Any):

@@ -6,12 +6,10 @@ translation is the config, and the tied decoder weight, which is not stored (unl
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import logging
 import shutil
-from collections.abc import Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +35,6 @@ TOKENIZER_FILES = (
 TIED_KEYS = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 # `transformers` options that would add parameters modernenc does not have.
 UNSUPPORTED_TRUE_FLAGS = ("norm_bias", "attention_bias", "mlp_bias", "classifier_bias")
-
-
-# Set while a model is built only to receive a checkpoint's every tensor: its random init would be thrown
-# away, and at the base shape it costs several seconds (most of a prediction run's start-up).
-_SKIP_INIT: ContextVar[bool] = ContextVar("skip_init", default=False)
-
-
-@contextlib.contextmanager
-def weights_loaded_next() -> Iterator[None]:
-    """Models built inside skip their random initialisation: a checkpoint overwrites every tensor next."""
-    token = _SKIP_INIT.set(True)
-    try:
-        yield
-    finally:
-        _SKIP_INIT.reset(token)
-
-
-def init_skipped() -> bool:
-    return _SKIP_INIT.get()
 
 
 class CheckpointMismatchError(ValueError):
@@ -191,12 +170,19 @@ def load_pretrained(cls: type[nn.Module], path_or_hub_id: str | Path, **config_o
     weights = read_weights(folder)
     architectures = hf_config.get("architectures") or []
     # A checkpoint of this very class (or any, for the bare encoder) fills every tensor, or strict loading
-    # fails: no random init is needed. Another task's starts a fresh task layer, which needs it.
+    # fails: the model is then built on the meta device (no memory, no random init: at the base shape that
+    # was most of `predict`'s start-up) and takes the checkpoint's tensors as they are. Another task's
+    # checkpoint starts a fresh task layer, which needs the init.
     fills_every_tensor = cls.hf_architecture in (*architectures, "ModernBertModel")
-    with weights_loaded_next() if fills_every_tensor else contextlib.nullcontext():
+    if fills_every_tensor:
+        with torch.device("meta"):
+            model = cls(config)
+    else:
         model = cls(config)
     state = adapt_state_dict(weights, model, architectures)
-    load_state_strict(model, state, source=folder)
+    load_state_strict(model, state, source=folder, assign=fills_every_tensor)
+    if fills_every_tensor:
+        _finish_meta_model(model, device=next(iter(state.values())).device)
     model.name_or_path = str(path_or_hub_id)
     return model.eval()  # as transformers does: dropout off until training asks for it
 
@@ -274,7 +260,22 @@ def adapt_state_dict(
     return state
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+def _finish_meta_model(model: nn.Module, device: torch.device) -> None:
+    """After the checkpoint's tensors replaced a meta-built model's: compute the buffers no checkpoint
+    stores (modules say how, with `reset_buffers`), and tie the weights that share a tensor."""
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers(device)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if left:  # a module with a computed buffer but no reset_buffers: a bug, not the checkpoint's fault
+        raise RuntimeError(f"{type(model).__name__} kept tensors without values after loading: {left}")
+
+
+def load_state_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: Path, assign: bool = False
+) -> None:
     tied = tied_keys(model)
     expected = {k: v for k, v in model.state_dict().items() if k not in tied}
     missing = sorted(set(expected) - set(state))
@@ -293,7 +294,9 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
         raise CheckpointMismatchError(
             f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts)
         )
-    model.load_state_dict(state, strict=False)  # strict=False only because tied keys are absent
+    if assign:  # the model takes the checkpoint's tensors themselves: keep its dtypes, as copying does
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=assign)  # strict=False: tied keys are absent
 
 
 def find_tokenizer_files(tokenizer_dir: str | Path) -> list[Path]:
