@@ -5,8 +5,8 @@ scores can miss that recall on int8 scores. Calibration re-scores the labelled v
 precision that will be deployed, chooses its thresholds exactly as fine-tuning chose fp32's
 (``evaluation.select_thresholds`` at the file's target recall, the same truncation, the same positive
 class), and records them beside the others (``decisions.write_precision_rule``), with what they were
-chosen on: the validation file's name, digest and size, torch's version and, for int8, the activation
-bits this CPU uses.
+chosen on: the validation file's name, digest and size, the device, torch's version and, for int8, the
+activation bits this CPU uses.
 
 Every check runs before the model is scored, and nothing is written unless all of it succeeds.
 """
@@ -214,6 +214,7 @@ def calibrate(
         "validation": str(validation),
         "validation_sha256": sha256_file(validation),
         "examples": len(y),
+        "device": torch_device.type,
         "torch": torch.__version__.split("+")[0],
         "int8_activation_bits": int8_activation_bits() if precision == "int8" else None,
     }
