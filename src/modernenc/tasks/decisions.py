@@ -206,6 +206,8 @@ def write_precision_rule(
     """Record ``precision``'s rule in the folder's existing thresholds.json, beside the others; returns its
     path. fp32's replaces the top-level rule. The task's shared facts (labels, positive class, target
     recall, truncation) stay as they are, and the file is bound to the folder's current weights."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     model_dir = Path(model_dir)
     path = model_dir / THRESHOLDS_FILE
     data = _read_file(model_dir, check_weights=False)
