@@ -547,3 +547,39 @@ def test_results_table_names_the_manifest_digest_or_the_same_digest_of_a_folder_
     )
     assert line.endswith(f"sha256:{manifest['digest']}.") and "no manifest" in line
     assert sha256sum_digest(SHARED_DATA) in describe(SHARED_DATA)
+
+
+def test_hub_sources_resolve_to_their_commit_through_huggingface_hub(monkeypatch):
+    """The URL `datasets` and fsspec read: hf://datasets/<repo>@<commit>/<file> (models without datasets/)."""
+    import huggingface_hub
+
+    asked = []
+
+    def repo_info(self, repo_id, repo_type=None, revision=None):
+        asked.append((repo_id, repo_type, revision))
+        if revision == "nope":
+            raise huggingface_hub.errors.RevisionNotFoundError("Invalid rev id: nope")
+        return huggingface_hub.hf_api.DatasetInfo(id=repo_id, sha="c" * 40)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", repo_info)
+    ade = fetch_data.resolve_source(SOURCES["ade_drug_effect"], None)
+    assert ade.commit == "c" * 40
+    assert ade.url(SOURCES["ade_drug_effect"].files[0]) == (
+        f"hf://datasets/ade-benchmark-corpus/ade_corpus_v2@{'c' * 40}/"
+        "Ade_corpus_v2_drug_ade_relation/train-00000-of-00001.parquet"
+    )
+    assert fetch_data.resolve_source(SOURCES["tokenizer"], None).url("tokenizer.json") == (
+        f"hf://answerdotai/ModernBERT-base@{'c' * 40}/tokenizer.json"
+    )
+    assert asked == [
+        ("ade-benchmark-corpus/ade_corpus_v2", "dataset", fetch_data.ADE_REVISION),
+        ("answerdotai/ModernBERT-base", "model", SOURCES["tokenizer"].revision),
+    ]
+    with pytest.raises(
+        RuntimeError, match="cannot find MedRAG/pubmed at revision nope on the Hugging Face hub"
+    ):
+        fetch_data.resolve_source(fetch_data.HubSource("MedRAG/pubmed", "nope", ("x.jsonl",)), None)
+
+
+def test_only_the_sources_without_a_commit_sha_are_unpinned():
+    assert {name for name, source in SOURCES.items() if not source.pinned} == {"pubmed"}

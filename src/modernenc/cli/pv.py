@@ -136,12 +136,14 @@ def _fetch_args(p: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
+        metavar="DIR",
         help="folder to build (default: $XDG_CACHE_HOME/modernenc/data, i.e. ~/.cache/modernenc/data)",
     )
     p.add_argument(
         "--mirror",
         type=Path,
         default=None,
+        metavar="DIR",
         help="read each source from a local copy of its hub repository, DIR/<owner>/<name>/, not the hub",
     )
     p.add_argument(

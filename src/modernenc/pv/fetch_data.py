@@ -11,7 +11,8 @@ unchanged:
     manifest.json            sources, revisions, counts, SHA-256 per file (written last)
 
 Each source names the exact files it reads at one revision; datasets are streamed
-(`datasets.load_dataset(..., streaming=True)`), so a 20 GB dump costs the rows taken, not a download. The
+(`datasets.load_dataset(..., streaming=True)`), so 2,000 articles of a 20 GB dump cost the parquet row
+groups that hold them, not the dump. The
 folder is built beside its destination under a hidden name and moved into place when complete: an
 interrupted fetch leaves nothing where the quickstart looks. A second run checks every file against the
 manifest and does nothing; a changed file is refused, by name.
@@ -82,7 +83,7 @@ SOURCES: dict[str, HubSource] = {
 UNKNOWN_PMID = "0"  # the hub's ADE configs carry no PMIDs; 0 is no PMID (they start at 1) yet parses as one
 WIKI_FILE_BYTES = 1 << 20  # WikiExtractor's default `--bytes 1M`
 PUBMED_FILE_BYTES = 3_500_000  # the shared folder's files are each under 3.5 MB
-MIN_ABSTRACT_CHARS = 200  # as in the shared folder: shorter abstracts are mostly truncated records
+MIN_ABSTRACT_CHARS = 200  # as in the shared folder
 PUBMED_TAG = "medrag_pubmed"
 OFFLINE = "the Hugging Face hub is unreachable (offline)"
 ROWS_PER_BATCH = 1000
@@ -102,8 +103,11 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Resolved:
-    location: str  # a hub repository id, or a local copy of the repository (--mirror)
-    revision: str | None  # the commit read; None for a local copy, whose revision nobody can vouch for
+    location: str  # where the files are: hf://[datasets/]<repo>@<commit>, or a local copy (--mirror)
+    commit: str | None  # the commit read; None for a local copy, whose revision nobody can vouch for
+
+    def url(self, path: str) -> str:
+        return f"{self.location}/{path}"
 
 
 def resolve_source(source: HubSource, mirror: Path | None) -> Resolved:
@@ -124,12 +128,19 @@ def resolve_source(source: HubSource, mirror: Path | None) -> Resolved:
             f"cannot find {source.repo} at revision {source.revision} on the Hugging Face hub: "
             f"{type(err).__name__}: {err}"
         ) from err
-    return Resolved(source.repo, info.sha)
+    prefix = "datasets/" if source.repo_type == "dataset" else ""
+    return Resolved(f"hf://{prefix}{source.repo}@{info.sha}", info.sha)
+
+
+# The `datasets` builder for each kind of file. Named files through a packaged builder, rather than a
+# repository name: no dataset card, config or loading script stands between the pinned bytes and the rows.
+BUILDERS = {".parquet": "parquet", ".jsonl": "json"}
 
 
 @dataclass
 class Reader:
-    """Reads the sources, resolved once, through `datasets` (rows) and `huggingface_hub` (files)."""
+    """Reads the resolved sources: rows through `datasets`, whole files through fsspec (on the hub, its
+    `HfFileSystem`, which `datasets` uses too)."""
 
     sources: dict[str, HubSource]
     resolved: dict[str, Resolved]
@@ -142,9 +153,8 @@ class Reader:
         source, where = self.sources[name], self.resolved[name]
         try:
             stream = datasets.load_dataset(
-                where.location,
-                data_files=list(source.files),
-                revision=where.revision,
+                BUILDERS[Path(source.files[0]).suffix],
+                data_files=[where.url(path) for path in source.files],
                 split="train",
                 streaming=True,
             )
@@ -160,19 +170,17 @@ class Reader:
                 f"reading {source.repo} ({', '.join(source.files)}) failed: {type(err).__name__}: {err}"
             ) from err
 
-    def file(self, name: str, filename: str) -> bytes:
-        source, where = self.sources[name], self.resolved[name]
-        if where.revision is None:
-            return (Path(where.location) / filename).read_bytes()
-        from huggingface_hub import hf_hub_download
+    def file(self, name: str, path: str) -> bytes:
+        import fsspec
 
+        source, where = self.sources[name], self.resolved[name]
         try:
-            path = hf_hub_download(source.repo, filename, repo_type=source.repo_type, revision=where.revision)
+            with fsspec.open(where.url(path), "rb") as f:
+                return f.read()
         except Exception as err:
             raise RuntimeError(
-                f"downloading {filename} of {source.repo} failed: {type(err).__name__}: {err}"
+                f"reading {path} of {source.repo} failed: {type(err).__name__}: {err}"
             ) from err
-        return Path(path).read_bytes()
 
 
 @dataclass
@@ -421,11 +429,16 @@ def _pin(source: HubSource) -> dict:
 
 
 def _readme(name: str, sources: Iterable[str], reader: Reader, written: Written) -> str:
-    lines = [f"# {name}", "", "Fetched by `modernenc fetch-data` from the Hugging Face hub:", ""]
+    lines = [f"# {name}", "", "Built by `modernenc fetch-data` from:", ""]
     for source_name in sources:
         source, where = reader.sources[source_name], reader.resolved[source_name]
-        read_at = where.revision or f"a local copy, {where.location} (revision not checked)"
-        lines.append(f"- `{source.repo}` at {read_at}: {', '.join(f'`{f}`' for f in source.files)}")
+        files = ", ".join(f"`{f}`" for f in source.files)
+        if where.commit:
+            lines.append(f"- the Hugging Face hub's `{source.repo}` at commit {where.commit}: {files}")
+        else:
+            lines.append(
+                f"- a local copy of `{source.repo}` ({where.location}, revision not checked): {files}"
+            )
     lines += [
         "",
         "Counts: " + ", ".join(f"{key} {value:,}" for key, value in written.counts.items()) + ".",
@@ -498,10 +511,7 @@ def fetch_data(
     A folder with a manifest is verified and left alone (``force`` fetches it again and replaces it); a
     non-empty folder without one is never touched.
     """
-    from modernenc import __version__
-
-    out = Path(out) if out is not None else user_data_dir()
-    mirror = Path(mirror) if mirror is not None else None
+    out = (Path(out) if out is not None else user_data_dir()).resolve()
     sources = SOURCES if sources is None else sources
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -518,47 +528,21 @@ def fetch_data(
             f"{out} is not empty and holds no {MANIFEST}, so it is no folder modernenc fetched; pass a new "
             "or empty --out"
         )
+    mirror = Path(mirror) if mirror is not None else None
     with _hub_access(mirror):
         resolved = {name: resolve_source(source, mirror) for name, source in sources.items()}
         for name, source in sources.items():
             if mirror is None and not source.pinned:
                 print(
                     f"warning: {source.repo} is read at '{source.revision}' (now commit "
-                    f"{resolved[name].revision}), not at a pinned commit; {MANIFEST} records the commit",
+                    f"{resolved[name].commit}), not at a pinned commit; {MANIFEST} records the commit",
                     file=sys.stderr,
                 )
-        reader = Reader(sources, resolved, progress)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = out.parent / f".{out.name}.fetching"
         shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
         try:
-            folders = {}
-            for name, (used, write) in FOLDERS.items():
-                (staging / name).mkdir(parents=True)
-                folders[name] = write(staging / name, reader, sizes)
-                (staging / name / "README.md").write_text(_readme(name, used, reader, folders[name]))
-                counts = ", ".join(f"{key} {value:,}" for key, value in folders[name].counts.items())
-                print(f"  {name}: {counts}", flush=True)
-            (staging / "README.md").write_text(_top_readme(folders))
-            manifest = write_manifest(
-                staging,
-                {
-                    "created_by": f"modernenc {__version__} fetch-data",
-                    "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "sources": {
-                        name: {
-                            "pinned": _pin(source),
-                            "read_from": resolved[name].location,
-                            "commit": resolved[name].revision,
-                        }
-                        for name, source in sources.items()
-                    },
-                    "folders": {
-                        name: {"sources": list(FOLDERS[name][0]), "counts": w.counts, "notes": w.notes}
-                        for name, w in folders.items()
-                    },
-                },
-            )
+            manifest, folders = _build(staging, Reader(sources, resolved, progress), sizes)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -566,6 +550,38 @@ def fetch_data(
     _report_short(folders, sizes)
     print(f"wrote {out} ({len(manifest['files'])} files; {MANIFEST} digest sha256:{manifest['digest']})")
     return manifest
+
+
+def _build(staging: Path, reader: Reader, sizes: Sizes) -> tuple[dict, dict[str, Written]]:
+    """Write every folder, the READMEs, then the manifest (last: a manifest means a complete folder)."""
+    from modernenc import __version__
+
+    folders = {}
+    for name, (used, write) in FOLDERS.items():
+        (staging / name).mkdir(parents=True)
+        folders[name] = write(staging / name, reader, sizes)
+        readme = _readme(name, used, reader, folders[name])
+        (staging / name / "README.md").write_text(readme, encoding="utf-8")
+        counts = ", ".join(f"{key} {value:,}" for key, value in folders[name].counts.items())
+        print(f"  {name}: {counts}", flush=True)
+    (staging / "README.md").write_text(_top_readme(folders), encoding="utf-8")
+    info = {
+        "created_by": f"modernenc {__version__} fetch-data",
+        "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sources": {
+            name: {
+                "pinned": _pin(source),
+                "read_from": reader.resolved[name].location,
+                "commit": reader.resolved[name].commit,
+            }
+            for name, source in reader.sources.items()
+        },
+        "folders": {
+            name: {"sources": list(FOLDERS[name][0]), "counts": w.counts, "notes": w.notes}
+            for name, w in folders.items()
+        },
+    }
+    return write_manifest(staging, info), folders
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
