@@ -173,6 +173,19 @@ def test_a_request_threshold_moves_the_band_as_predict_does(server, expected):
     assert (same["threshold_name"], same["review_band"]) == ("target_recall", list(BAND))
 
 
+def test_non_finite_probabilities_fail_the_batch_rather_than_read_as_no_event(engine):
+    import dataclasses
+
+    import torch
+
+    broken = copy.deepcopy(engine._model)
+    with torch.no_grad():
+        broken.classifier.weight.fill_(float("nan"))
+    ids, _ = engine.tokenize(TEXTS[:3])
+    with pytest.raises(FloatingPointError, match="3 non-finite probabilities"):
+        dataclasses.replace(engine, _model=broken).score(ids)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # authentication
 

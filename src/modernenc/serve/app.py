@@ -469,13 +469,7 @@ def create_app(
         policy = engine.policy(body.threshold)
         scheduler = running_scheduler()
         try:
-            scheduler.check_room(len(body.texts))  # before tokenizing: a full queue costs nothing
-            ids, truncated, digests = await asyncio.get_running_loop().run_in_executor(
-                state.tokenizer_thread, _prepare, engine, body.texts
-            )
-            request_id = uuid.uuid4().hex
-            context = RequestContext(request_id, key, policy, body.texts, digests, truncated)
-            job = scheduler.submit(ids, context)
+            scheduler.admit(len(body.texts))  # before tokenizing: a full queue costs nothing
         except QueueFull as full:
             raise ApiError(
                 429,
@@ -485,6 +479,15 @@ def create_app(
             ) from None
         except Stopped:
             raise ApiError(503, "the server is shutting down", {"Retry-After": "1"}) from None
+        try:
+            ids, truncated, digests = await asyncio.get_running_loop().run_in_executor(
+                state.tokenizer_thread, _prepare, engine, body.texts
+            )
+        except BaseException:
+            scheduler.release(len(body.texts))
+            raise
+        request_id = uuid.uuid4().hex
+        job = scheduler.submit(ids, RequestContext(request_id, key, policy, body.texts, digests, truncated))
         results = await _await_job(job, request, scheduler)
         state.metrics.truncated.inc(sum(truncated))
         response.headers["X-Request-ID"] = request_id

@@ -6,11 +6,13 @@ cost), waiting at most ``max_wait_s`` after the oldest waiting text arrived for 
 wait, one job gets at most half of a batch on the first pass, so a large request cannot hold small ones
 back for several batches; a second pass fills what is left, oldest first.
 
-The model runs on one worker thread (``score``), never on the event loop; batch k+1 is built while batch
-k's audit rows are committed on another thread (``finalize``). A job's future resolves only after
-``finalize`` returned for it, which is where the server commits the audit rows: a response never precedes
-its rows. A job whose client left is taken out of the queue (``cancel``); if its texts were already in a
-running batch, their results are dropped and nothing of the job is finalized.
+The model runs on one worker thread (``score``), never on the event loop; batch k+1 runs while batch k's
+audit rows are committed on another thread (``finalize``). Commits are grouped: each takes every job
+finished since the last one, so a slow disk means fewer, larger transactions rather than a growing backlog.
+A job's future resolves only after ``finalize`` returned for it, which is where the server commits the
+audit rows: a response never precedes its rows. A job whose client left is taken out of the queue
+(``cancel``); if its texts were already in a running batch, their results are dropped and nothing of the
+job is finalized.
 """
 
 from __future__ import annotations
@@ -84,12 +86,16 @@ class BatchScheduler:
     def __post_init__(self) -> None:
         self._jobs: deque[Job] = deque()  # jobs with texts waiting, in arrival order
         self._queued_texts = 0
+        self._admitted = 0  # texts of requests admitted but still being tokenized
         self._queued_tokens = 0
         self._arrival = asyncio.Event()
         self._flush = False  # drain: stop waiting for company
         self._closing = False
         self._task: asyncio.Task | None = None
-        self._finalizing: set[asyncio.Task] = set()
+        self._finished: list[Job] = []  # scored, waiting for the next group commit
+        self._finished_event = asyncio.Event()
+        self._committer: asyncio.Task | None = None
+        self._batcher_done = False
         self._texts_per_s: float | None = None  # smoothed model speed, for Retry-After
 
     # -----------------------------------------------------------------------------------------------------
@@ -100,7 +106,9 @@ class BatchScheduler:
         return self._queued_texts
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="modernenc-batcher")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="modernenc-batcher")
+        self._committer = loop.create_task(self._commit_loop(), name="modernenc-committer")
 
     def retry_after(self, extra_texts: int = 0) -> int:
         """Seconds until the queue has drained enough, from the measured speed: 1 to 60."""
@@ -108,15 +116,24 @@ class BatchScheduler:
             return 1
         return int(min(60, max(1, math.ceil((self._queued_texts + extra_texts) / self._texts_per_s))))
 
-    def check_room(self, texts: int) -> None:
-        """Raise ``QueueFull`` (or ``Stopped``) now if ``texts`` more could not be queued."""
+    def admit(self, texts: int) -> None:
+        """Reserve room for ``texts`` before the request is tokenized, or raise ``QueueFull`` / ``Stopped``.
+
+        Requests being tokenized count against the queue too, so the texts held in memory stay within
+        ``max_queue_texts`` however many requests arrive at once. ``submit`` uses the reservation;
+        ``release`` returns it when the request fails first."""
         if self._closing:
             raise Stopped()
-        if self._queued_texts + texts > self.max_queue_texts:
+        if self._queued_texts + self._admitted + texts > self.max_queue_texts:
             raise QueueFull(self.retry_after(texts))
+        self._admitted += texts
+
+    def release(self, texts: int) -> None:
+        self._admitted -= texts
 
     def submit(self, ids: Sequence[Sequence[int]], context: Any) -> Job:
-        self.check_room(len(ids))
+        """Queue an admitted request's token ids; its results come back in ``job.future``."""
+        self._admitted -= len(ids)
         loop = asyncio.get_running_loop()
         job = Job(ids=ids, context=context, future=loop.create_future(), enqueued_at=loop.time())
         self._jobs.append(job)
@@ -155,8 +172,11 @@ class BatchScheduler:
                     "the queue did not drain within %s s; dropping %d texts", timeout, self._queued_texts
                 )
                 self._task.cancel()
-        if self._finalizing:
-            await asyncio.gather(*self._finalizing, return_exceptions=True)
+                await asyncio.gather(self._task, return_exceptions=True)
+        self._batcher_done = True
+        if self._committer is not None:
+            self._finished_event.set()  # the committer ends once nothing is left to commit
+            await self._committer
 
     # -----------------------------------------------------------------------------------------------------
     # the batcher
@@ -176,9 +196,15 @@ class BatchScheduler:
                 self._arrival.clear()
                 await self._arrival.wait()
             await self._wait_for_company(loop)
-            batch = self._take_batch()
-            if batch:
-                await self._run_batch(loop, batch)
+            batch = []
+            try:
+                batch = self._take_batch()
+                if batch:
+                    await self._run_batch(loop, batch)
+            except Exception as err:  # a bug here must not leave every later request waiting forever
+                logger.exception("the batcher failed; failing the requests of its batch")
+                for job in {job for job, _ in batch}:
+                    self.cancel_with(job, InferenceFailed(f"batching failed: {type(err).__name__}: {err}"))
 
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.batching:
@@ -258,9 +284,8 @@ class BatchScheduler:
             if job.done == len(job.ids) and not job.cancelled:
                 completed.append(job)
         if completed:
-            task = loop.create_task(self._finalize(loop, completed))
-            self._finalizing.add(task)
-            task.add_done_callback(self._finalizing.discard)
+            self._finished += completed
+            self._finished_event.set()
 
     def cancel_with(self, job: Job, error: Exception) -> None:
         """Fail a job: drop its waiting texts and hand its handler ``error``."""
@@ -272,6 +297,19 @@ class BatchScheduler:
             job.next_index = len(job.ids)
         job.cancelled = True
         job.future.set_exception(error)
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._finished:
+                if self._batcher_done:
+                    return
+                self._finished_event.clear()
+                await self._finished_event.wait()
+            jobs, self._finished = self._finished, []
+            jobs = [job for job in jobs if not job.cancelled]  # their clients left: nothing to record
+            if jobs:
+                await self._finalize(loop, jobs)
 
     async def _finalize(self, loop: asyncio.AbstractEventLoop, jobs: list[Job]) -> None:
         try:

@@ -123,9 +123,13 @@ class Engine:
 
         if self.task != "classify":
             raise RuntimeError(f"{self.model_dir} is not a sequence classifier; it cannot score texts")
-        return predict_probabilities(
+        probabilities = predict_probabilities(
             self._model, token_ids, len(token_ids), self.dtype, self.positive_label, progress=False
         )
+        if not np.isfinite(probabilities).all():  # NaN >= threshold is False: it would read as "no event"
+            bad = int((~np.isfinite(probabilities)).sum())
+            raise FloatingPointError(f"the model returned {bad} non-finite probabilities in a batch")
+        return probabilities
 
     def extract(self, texts: Sequence[str]) -> list[list[dict]]:
         """Spans per text: ``{"start", "end", "text", "label", "score"}`` with character offsets.
