@@ -410,7 +410,13 @@ def run(args: argparse.Namespace) -> dict:
     # Overload and kill, on one audit database.
     db = work / "overload.sqlite"
     capacity = max(r["texts_per_s"] for r in rows if r["variant"] == "serve")
-    server = start_serve(model, args.dtype, db, keys, "--max-queue-texts", str(args.max_queue_texts))
+    queue = [
+        "--max-queue-texts",
+        str(args.max_queue_texts),
+        "--max-texts-per-request",
+        str(min(256, args.max_queue_texts)),
+    ]
+    server = start_serve(model, args.dtype, db, keys, *queue)
     try:
         before = audit_count(db)
         overload = asyncio.run(

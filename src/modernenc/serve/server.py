@@ -30,7 +30,7 @@ def _configure_logging() -> None:
         return
     package = logging.getLogger("modernenc")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     package.addHandler(handler)
     package.setLevel(logging.INFO)
     package.propagate = False
