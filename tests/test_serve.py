@@ -81,14 +81,22 @@ def post(url, path, body, headers=AUTH, timeout=30):
     return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=timeout)
 
 
-def metric(url, name, labels=None, headers=AUTH):
-    """A sample's value from /metrics, read with prometheus_client's parser (0 when absent)."""
+def scrape(url, headers=AUTH):
+    """/metrics, read by prometheus_client's own parser: (name, labels) -> value (0 when absent)."""
     text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def value(name, labels=None):
+        for sample in samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 return sample.value
-    return 0.0
+        return 0.0
+
+    return value
+
+
+def metric(url, name, labels=None):
+    return scrape(url)(name, labels)
 
 
 def audit_rows(db, table="decisions"):
@@ -478,17 +486,18 @@ def test_metrics_count_requests_texts_and_decisions(server):
     url, _ = server
 
     def snapshot():
+        value = scrape(url)
         return {
-            "ok": metric(url, "modernenc_requests_total", {"route": "/v1/classify", "status": "200"}),
-            "denied": metric(url, "modernenc_requests_total", {"route": "/v1/classify", "status": "401"}),
-            "texts": metric(url, "modernenc_texts_total"),
+            "ok": value("modernenc_requests_total", {"route": "/v1/classify", "status": "200"}),
+            "denied": value("modernenc_requests_total", {"route": "/v1/classify", "status": "401"}),
+            "texts": value("modernenc_texts_total"),
             "decisions": sum(
-                metric(url, "modernenc_decisions_total", {"label": label, "needs_review": flag})
+                value("modernenc_decisions_total", {"label": label, "needs_review": flag})
                 for label in ("ade", "no_ade")
                 for flag in ("true", "false")
             ),
-            "batches": metric(url, "modernenc_inference_seconds_count"),
-            "tokens": metric(url, "modernenc_tokens_total"),
+            "batches": value("modernenc_inference_seconds_count"),
+            "tokens": value("modernenc_tokens_total"),
         }
 
     before = snapshot()

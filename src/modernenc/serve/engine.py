@@ -87,13 +87,12 @@ class Engine:
 
     def policy(self, threshold: float | None = None) -> DecisionPolicy:
         """The folder's rule, or a request's own threshold with the band moved around it, as predict does."""
-        if threshold is None:
+        if threshold is None or threshold == self.default_policy.threshold:
             return self.default_policy
         from modernenc.tasks.decisions import resolve_decision
 
-        t, band, source = resolve_decision(self._rule, threshold)
-        name = self.default_policy.threshold_name if t == self.default_policy.threshold else REQUEST_THRESHOLD
-        return DecisionPolicy(t, name, band, "request" if name == REQUEST_THRESHOLD else source)
+        t, band, _ = resolve_decision(self._rule, threshold)
+        return DecisionPolicy(t, REQUEST_THRESHOLD, band, "the request")
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text, truncated exactly as ``modernenc predict`` (and the validation that chose the
