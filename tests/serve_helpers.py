@@ -62,8 +62,9 @@ def build_classifier(folder: Path, **config_overrides) -> Path:
 
 
 @contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a thread; yields its URL once it is ready."""
+def running(app, ready: bool = True) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread; yields its URL once it is ready (or,
+    with ``ready=False``, once it listens)."""
     import uvicorn
 
     from modernenc.serve.server import Server, bind_socket, url_of
@@ -74,7 +75,11 @@ def running(app) -> Iterator[str]:
     thread.start()
     url = url_of(sock)
     try:
-        wait_ready(url)
+        if ready:
+            wait_ready(url)
+        else:
+            while not server.started:
+                time.sleep(0.01)
         yield url
     finally:
         server.should_exit = True

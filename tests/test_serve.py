@@ -181,6 +181,38 @@ def test_a_request_threshold_moves_the_band_as_predict_does(server, expected):
     assert (same["threshold_name"], same["review_band"]) == ("target_recall", list(BAND))
 
 
+def test_ready_waits_for_the_warm_up_batch_and_a_failed_warm_up_stays_unready(engine, tmp_path):
+    for outcome in ("succeeds", "fails"):
+        release = threading.Event()
+        slow = copy.copy(engine)
+
+        def warm_up(outcome=outcome, release=release):
+            release.wait(30)
+            if outcome == "fails":
+                raise RuntimeError("no memory for the first batch")
+            engine.warm_up()
+
+        slow.warm_up = warm_up
+        db = tmp_path / f"{outcome}.sqlite"
+        with running(create_app(slow, ServeSettings(audit_db=db), SQLiteAuditStore(db)), ready=False) as url:
+            assert httpx.get(f"{url}/health").status_code == 200  # alive while warming up
+            waiting = httpx.get(f"{url}/ready")
+            assert waiting.status_code == 503 and "warming up" in waiting.json()["error"]["message"]
+            release.set()
+            deadline = time.monotonic() + 30
+            while (ready := httpx.get(f"{url}/ready")).status_code == 503 and outcome == "succeeds":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            if outcome == "succeeds":
+                assert ready.json() == {"status": "ready"}
+            else:
+                while "warm-up batch failed" not in ready.text and time.monotonic() < deadline:
+                    ready = httpx.get(f"{url}/ready")
+                assert ready.status_code == 503 and "no memory for the first batch" in ready.text
+                refused = httpx.post(f"{url}/v1/classify", json={"texts": ["Rash."]})
+                assert refused.status_code == 503
+
+
 def test_non_finite_probabilities_fail_the_batch_rather_than_read_as_no_event(engine):
     import dataclasses
 
