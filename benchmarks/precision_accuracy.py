@@ -8,7 +8,11 @@ Reported per precision, on test:
 - F1, precision and recall at 0.5; AUROC;
 - recall and precision at its own target-recall threshold, and (for bf16 and int8) the recall fp32's
   threshold would give, which is what skipping calibration risks;
-- the max and mean |probability - fp32 probability|.
+- the max and mean |probability - fp32 probability|;
+- batch dependence: the largest change of a test probability between its batch of 64 and scoring it
+  alone (first `--alone` texts). int8 quantizes each linear layer's input with one scale per batch (as
+  ONNX Runtime's dynamic int8 does), so its probabilities move with their batch neighbours; fp32 and
+  bf16 only by float noise.
 
 Gate (issue 19): int8's test recall at its own threshold reaches the target, and its F1 at 0.5 is no more
 than 0.5 points below fp32's. Exit code 1 when the gate fails. The folder is only read.
@@ -47,7 +51,7 @@ def read_split(path: Path, text_column: str, label_column: str, names: list[str]
     return [r[text_column] for r in rows], np.array([names.index(x) == positive for x in labels], dtype=int)
 
 
-def evaluate(model_dir: Path, splits: dict, precisions: list[str], batch_size: int) -> dict:
+def evaluate(model_dir: Path, splits: dict, precisions: list[str], batch_size: int, alone: int) -> dict:
     rule = read_thresholds(model_dir)
     target = (rule.target_recall if rule else None) or DEFAULT_TARGET_RECALL
     positive = rule.positive_label if rule else 1
@@ -56,10 +60,15 @@ def evaluate(model_dir: Path, splits: dict, precisions: list[str], batch_size: i
         model, tokenizer = load_classifier(model_dir, "cpu", precision)
         config = model.config
         max_length = (rule.max_length if rule else None) or config.max_position_embeddings
-        probs = {}
+        ids, probs = {}, {}
         for split, (texts, _) in splits.items():
-            ids, _ = tokenize_texts(tokenizer, texts, max_length, config.cls_token_id, config.sep_token_id)
-            probs[split] = predict_probabilities(model, ids, batch_size, positive, progress=False)
+            ids[split], _ = tokenize_texts(
+                tokenizer, texts, max_length, config.cls_token_id, config.sep_token_id
+            )
+            probs[split] = predict_probabilities(model, ids[split], batch_size, positive, progress=False)
+        single = (
+            predict_probabilities(model, ids["test"][:alone], 1, positive, progress=False) if alone else None
+        )
         thresholds = select_thresholds(splits["validation"][1], probs["validation"], target)
         y = splits["test"][1]
         at_half = binary_metrics(y, probs["test"], 0.5)
@@ -75,6 +84,7 @@ def evaluate(model_dir: Path, splits: dict, precisions: list[str], batch_size: i
             "recall_at_threshold": at_target["recall"],
             "precision_at_threshold": at_target["precision"],
             "test_probabilities": probs["test"].tolist(),
+            "batch_dependence": float(np.abs(single - probs["test"][:alone]).max()) if alone else None,
         }
         if fp32 is not None and precision != "fp32":
             diff = np.abs(probs["test"] - fp32["probs"])
@@ -107,15 +117,17 @@ def format_report(report: dict) -> str:
         f"{report['target_recall']}",
         "",
         "| precision | F1 @0.5 | AUROC | threshold | test recall @threshold | test precision @threshold "
-        "| recall @fp32's threshold | max / mean abs prob diff vs fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| recall @fp32's threshold | max / mean abs prob diff vs fp32 | batch dependence |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["precisions"].items():
         fp32_recall = pct(r["recall_at_fp32_threshold"]) if "recall_at_fp32_threshold" in r else "-"
         diff = f"{r['max_abs_diff']:.4f} / {r['mean_abs_diff']:.4f}" if "max_abs_diff" in r else "-"
+        batch = f"{r['batch_dependence']:.2g}" if r["batch_dependence"] is not None else "-"
         lines.append(
             f"| {name} | {pct(r['f1'])} | {pct(r['auroc'])} | {r['threshold']:.4f} | "
-            f"{pct(r['recall_at_threshold'])} | {pct(r['precision_at_threshold'])} | {fp32_recall} | {diff} |"
+            f"{pct(r['recall_at_threshold'])} | {pct(r['precision_at_threshold'])} | {fp32_recall} | {diff} "
+            f"| {batch} |"
         )
     return "\n".join(lines)
 
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--alone", type=int, default=256, help="test texts also scored one at a time (0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write the report (with probabilities) here")
     args = p.parse_args(argv)
 
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for split in ("validation", "test")
     }
-    report = evaluate(args.model_dir, splits, precisions, args.batch_size)
+    report = evaluate(args.model_dir, splits, precisions, args.batch_size, args.alone)
     passed, verdict = gate(report)
     print(format_report(report))
     print(verdict)

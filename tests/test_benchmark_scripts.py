@@ -57,6 +57,7 @@ def test_precision_accuracy_reports_what_sklearn_measures(fine_tuned, ade_dir, t
                 recall_score(y, p >= report["precisions"]["fp32"]["threshold"])
             )
             assert 0 < r["max_abs_diff"] < 0.2
+    assert report["precisions"]["fp32"]["batch_dependence"] < 1e-5  # packing neighbours do not leak
     # The fp32 threshold is the one fine-tuning recorded (same selection, same truncation).
     recorded = json.loads((fine_tuned / "thresholds.json").read_text())["thresholds"]["target_recall"]
     assert report["precisions"]["fp32"]["threshold"] == pytest.approx(recorded, abs=1e-6)

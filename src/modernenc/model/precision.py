@@ -20,7 +20,10 @@ output is the decision. A bf16 or int8 model is for inference only (no gradients
 refuses it: a folder keeps the fp32 checkpoint, and the variant is chosen when loading.
 
 Probabilities of a bf16 or int8 model are not those of fp32, so decision thresholds chosen on fp32
-validation scores do not carry over; ``modernenc calibrate`` chooses them per variant.
+validation scores do not carry over; ``modernenc calibrate`` chooses them per variant. And int8's depend
+a little on the batch: each linear layer quantizes its whole packed input with one scale (as ONNX
+Runtime's dynamic int8 does), so a text scored beside others can get a slightly different probability
+than alone. fp32 and bf16 differ between batches by float noise only.
 """
 
 from __future__ import annotations

@@ -320,8 +320,11 @@ def read_thresholds(
     )
 
 
-def uncalibrated_message(model_dir: str | Path, precision: str) -> str:
-    """Why ``precision`` has no decision rule in ``model_dir``, and the command that records one."""
+def uncalibrated_message(
+    model_dir: str | Path, precision: str, alternative: str | None = "pass --threshold"
+) -> str:
+    """Why ``precision`` has no decision rule in ``model_dir``, the command that records one, and
+    ``alternative``, where the caller offers one."""
     has = recorded_precisions(model_dir)
     what = (
         f"{Path(model_dir) / THRESHOLDS_FILE} records thresholds for {', '.join(has)} only"
@@ -331,7 +334,7 @@ def uncalibrated_message(model_dir: str | Path, precision: str) -> str:
     return (
         f"{what}, not for {precision}: the {precision} model's probabilities differ from fp32's, so its "
         f"thresholds must be chosen on its own validation scores. Run `modernenc calibrate {model_dir} "
-        f"--dtype {precision} --validation FILE`, or pass --threshold"
+        f"--dtype {precision} --validation FILE`" + (f", or {alternative}" if alternative else "")
     )
 
 
