@@ -240,7 +240,7 @@ def other_folders(tmp_path_factory, model_dir):
         (
             "model",
             ["--dtype", "int8"],
-            r"records thresholds for fp32 only, not for int8: .* modernenc calibrate",
+            r"records thresholds for fp32 only, not for int8: .* Run .modernenc calibrate \S+ --dtype int8",
         ),
         ("model", ["--max-batch-tokens", "16"], r"--max-batch-tokens 16 is below the model's max_length 40"),
         ("model", ["--max-texts-per-request", "9", "--max-queue-texts", "8"], r"could never be queued"),

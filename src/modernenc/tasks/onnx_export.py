@@ -18,6 +18,9 @@ chosen on fp32 probabilities do not carry over to it.
 The folder gets the tokenizer files, ``config.json`` (label names), ``thresholds.json`` (its fp32 rule
 applies to ``model.onnx``) and ``onnx_export.json`` (what was exported from what, and the differences
 measured). ``onnx`` and ``onnxruntime`` are the optional extra ``modernenc[onnx]``, imported here only.
+
+It sits in the tasks layer, beside ``predict``: it exports fine-tuned task folders and checks them with
+what prediction uses (tokenization, the decision file), and needs nothing from training.
 """
 
 from __future__ import annotations
