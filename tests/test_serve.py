@@ -558,3 +558,41 @@ def test_openapi_documents_every_route(server):
     assert set(request["properties"]) == {"texts", "threshold"}
     info = httpx.get(f"{url}/v1/info", headers=AUTH).json()
     assert info["limits"]["max_texts_per_request"] == 40 and info["model"]["max_length"] == MAX_LENGTH
+
+
+def test_int8_serves_the_thresholds_calibrated_for_it_and_scores_as_predict_does(tmp_path):
+    from modernenc.serve.engine import ModelRefused
+    from modernenc.tasks.calibration import calibrate
+    from modernenc.tasks.decisions import read_thresholds
+
+    folder = build_classifier(tmp_path / "clf")
+    with pytest.raises(ModelRefused, match=r"records thresholds for fp32 only, not for int8: .*FILE`$"):
+        load_engine(folder, "int8", "cpu")  # fp32's threshold does not carry over; serve has no --threshold
+    rows = [{"text": t, "label": ["no_ade", "ade"][i % 3 == 0]} for i, t in enumerate(TEXTS)]
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    calibrate(folder, validation, "int8", progress=False)
+    engine = load_engine(folder, "int8", "auto")  # auto: the CPU, where int8 runs
+    rule = read_thresholds(folder, "int8")
+    assert (engine.device, engine.dtype) == ("cpu", "int8")
+    assert (engine.default_policy.threshold, engine.default_policy.review_band) == (
+        rule.threshold,
+        rule.review_band,
+    )
+    assert rule.threshold != THRESHOLD
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in TEXTS), encoding="utf-8"
+    )
+    predict_file(folder, src, tmp_path / "out.jsonl", dtype="int8", progress=False)
+    predicted = [
+        json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    ids, _ = engine.tokenize(TEXTS)
+    scores = engine.score(ids)
+    assert max(abs(s - r["probability"]) for s, r in zip(scores, predicted, strict=True)) < 1e-6
+    for score, row in zip(scores, predicted, strict=True):
+        assert engine.default_policy.decide(float(score), 1, ["no_ade", "ade"]) == (
+            row["label"],
+            row["needs_review"],
+        )

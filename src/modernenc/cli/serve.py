@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from modernenc.cli.command import Command
+from modernenc.utils.precision import PRECISIONS
 
 DEFAULTS = {  # mirrors ServeSettings (not imported here: `modernenc --help` must not load the server)
     "max_batch_tokens": 8192,
@@ -22,9 +23,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
     p.add_argument(
         "--dtype",
-        choices=["fp32", "bf16", "int8"],
+        choices=PRECISIONS,
         default="fp32",
-        help="precision the model runs in; int8 needs the precision variants (default: %(default)s)",
+        help="precision the model runs in; bf16 and int8 (CPU only) use the thresholds `modernenc "
+        "calibrate` recorded for them (default: %(default)s)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument(

@@ -5,11 +5,10 @@ Everything the server knows about models goes through this module, on the public
 ``classification_data.tokenize_texts``, ``decisions.read_thresholds`` / ``resolve_decision``), so a change
 there is absorbed here and nowhere else.
 
-TODO(precision variants, issue 19, branch ``deploy``): ``int8`` and per-dtype decision rules. Today a
-folder's thresholds.json holds one rule, chosen on fp32 scores, and ``predict --dtype bf16`` applies it as
-is; so does this adapter. When the precision-variant API lands, switch the three marked places below:
-``SUPPORTED_DTYPES`` (add int8), ``_load_model`` (its loader for a dtype), ``_decision_rule`` (the rule
-recorded for the served dtype, refusing a dtype with none unless the operator passes a threshold).
+Precisions: the model is loaded as its fp32, bf16 or int8 variant (``load_classifier(..., precision)``),
+and decisions use the rule thresholds.json records for that precision (``read_thresholds(dir, dtype)``);
+a bf16 or int8 folder without one is refused at start-up, naming `modernenc calibrate`, since a
+threshold chosen on fp32 scores does not carry over.
 
 TODO(span extraction, branch ``spans``): ``/v1/extract`` serves token-classification folders through
 ``modernenc.tasks.extract``. Until this adapter is wired to that API, a token classifier is refused at
@@ -29,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from modernenc.utils.files import sha256_file
+from modernenc.utils.precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
-SUPPORTED_DTYPES = ("fp32", "bf16")  # TODO(issue 19): + "int8" with the precision-variant API
-PLANNED_DTYPES = ("int8",)
+SUPPORTED_DTYPES = PRECISIONS
 REQUEST_THRESHOLD = "request"  # the threshold name recorded when a request sets its own threshold
 
 SEQUENCE_CLASSIFIER = "ModernBertForSequenceClassification"
@@ -123,7 +122,7 @@ class Engine:
         if self.task != "classify":
             raise RuntimeError(f"{self.model_dir} is not a sequence classifier; it cannot score texts")
         probabilities = predict_probabilities(
-            self._model, token_ids, len(token_ids), self.dtype, self.positive_label, progress=False
+            self._model, token_ids, len(token_ids), self.positive_label, progress=False
         )
         if not np.isfinite(probabilities).all():  # NaN >= threshold is False: it would read as "no event"
             bad = int((~np.isfinite(probabilities)).sum())
@@ -199,56 +198,32 @@ def _refuse_token_classifier(model_dir: Path) -> None:
 
 
 def _check_dtype(dtype: str) -> None:
-    if dtype in PLANNED_DTYPES:
-        raise ModelRefused(
-            f"--dtype {dtype} needs the int8 precision variant, which this modernenc does not have yet; "
-            f"serve {' or '.join(SUPPORTED_DTYPES)}"
-        )
     if dtype not in SUPPORTED_DTYPES:
         raise ModelRefused(f"--dtype must be one of {', '.join(SUPPORTED_DTYPES)}; got {dtype!r}")
 
 
 def _load_model(model_dir: Path, dtype: str, device: str):
-    """(model, tokenizer) for ``dtype``. TODO(issue 19): the precision-variant loader (int8)."""
+    """(model, tokenizer) as the ``dtype`` variant; a slow precision on this machine warns once, here."""
     from modernenc.tasks.predict import load_classifier
 
-    if dtype == "bf16":  # predict_probabilities warns about slow bf16 on every call: once is enough here
-        logging.getLogger("modernenc.utils.precision").addFilter(_Once())
-    return load_classifier(model_dir, device)
-
-
-class _Once(logging.Filter):
-    """Let each distinct message through once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        first = message not in self._seen
-        self._seen.add(message)
-        return first
+    return load_classifier(model_dir, device, dtype)
 
 
 def _decision_rule(model_dir: Path, dtype: str):
-    """(rule or None, threshold, band, source) for the served dtype.
+    """(rule or None, threshold, band, source): the rule thresholds.json records for the served dtype.
 
-    TODO(issue 19): read the rule recorded for ``dtype`` in thresholds.json v2, and refuse a dtype the file
-    has no rule for (naming `modernenc calibrate`). Today's files hold the fp32 rule only."""
-    from modernenc.tasks.decisions import read_thresholds, resolve_decision
+    A bf16 or int8 folder without one is refused, as `modernenc predict --dtype` refuses it without
+    --threshold: thresholds chosen on fp32 scores do not carry over."""
+    from modernenc.tasks.decisions import read_thresholds, resolve_decision, uncalibrated_message
 
-    rule = read_thresholds(model_dir)
+    rule = read_thresholds(model_dir, dtype)
+    if rule is None and dtype != "fp32":
+        raise ModelRefused(uncalibrated_message(model_dir, dtype, alternative=None))
     threshold, band, source = resolve_decision(rule)
     if rule is None:
         logger.warning(
             "%s has no thresholds.json: decisions use threshold 0.5, not one chosen on validation for a "
             "target recall", model_dir,
-        )  # fmt: skip
-    elif dtype != "fp32":
-        logger.warning(
-            "thresholds.json holds thresholds chosen on fp32 scores; serving %s applies them as "
-            "`modernenc predict --dtype %s` does", dtype, dtype,
         )  # fmt: skip
     return rule, threshold, band, source
 
@@ -267,15 +242,20 @@ def _label_names(rule, id2label: dict | None, num_labels: int) -> list[str] | No
     return None
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``, checked before any loading."""
+def resolve_device(device: str = "auto", dtype: str = "fp32") -> str:
+    """``auto`` (CUDA when there is one, except for int8: the CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked
+    before any loading."""
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() and dtype != "int8" else "cpu"
     kind, _, index = device.partition(":")
     if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
         raise ModelRefused(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N")
+    if dtype == "int8" and device != "cpu":
+        raise ModelRefused(
+            f"--dtype int8 runs on the CPU only; use --device cpu, or --dtype bf16 on {device}"
+        )
     if kind == "cuda" and int(index or 0) >= torch.cuda.device_count():
         raise ModelRefused(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
@@ -287,7 +267,7 @@ def load_engine(model_dir: str | Path, dtype: str = "fp32", device: str = "auto"
     if not model_dir.is_dir():
         raise ModelRefused(f"model folder {model_dir} does not exist")
     _check_dtype(dtype)
-    device = resolve_device(device)
+    device = resolve_device(device, dtype)
     architecture = _architecture(model_dir)
     if TASKS[architecture] == "extract":
         _refuse_token_classifier(model_dir)
