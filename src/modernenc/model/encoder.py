@@ -73,6 +73,16 @@ class ModernEncoderPreTrainedModel(nn.Module):
         """Write a folder that `transformers`' Auto classes load with no custom code."""
         return save_pretrained(self, out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
 
+    def for_inference(self, precision: str = "fp32"):
+        """This model, in eval mode, as its `fp32`, `bf16` or `int8` inference variant (converted in place).
+
+        `int8` quantizes the linear layers dynamically (CPU only); `bf16` computes them in bf16; norms,
+        embeddings, attention's softmax and the classifier stay fp32. See `modernenc.model.precision`.
+        """
+        from modernenc.model.precision import for_inference
+
+        return for_inference(self, precision)
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         params = {id(p): p for p in self.parameters()}  # tied weights count once
         if exclude_embeddings:
