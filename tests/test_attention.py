@@ -177,9 +177,10 @@ def test_gradients_match_finite_differences_in_fp64(backend):
     lengths = [7, 5, 1]
     qk, v, layout = packed_inputs(lengths, heads=2, dim=4)
     qk, v = (t.double().requires_grad_() for t in (qk * 2, v))
-    fast = isinstance(backend, FlexAttention)  # its eager fallback re-traces per call: fewer evaluations
+    # fast mode: a random projection of the Jacobian, 2 evaluations per input instead of 2 per element; fp32
+    # rounding in the function still shows in its finite differences (checked: the mismatch was found so).
     assert torch.autograd.gradcheck(
-        lambda a, b: backend(a, b, layout, AttentionCache(), 3), (qk, v), fast_mode=fast
+        lambda a, b: backend(a, b, layout, AttentionCache(), 3), (qk, v), fast_mode=True
     )
 
 
