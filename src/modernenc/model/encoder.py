@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from modernenc.model.attention import PackedLayout, resolve_backend
+from modernenc.model.attention import AttentionCache, PackedLayout
 from modernenc.model.config import ModernEncoderConfig
 from modernenc.model.hf_interop import load_pretrained, save_pretrained
 from modernenc.model.layers import Embeddings, EncoderLayer, RotaryEmbedding, init_weights, layer_norm
@@ -153,13 +153,13 @@ class ModernEncoderModel(ModernEncoderPreTrainedModel):
                 position_ids = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
             position_ids = position_ids.reshape(-1)
 
-        attend = resolve_backend(self.config.attn_backend, input_ids.device)
-        layout = PackedLayout(cu_seqlens, int(max_seqlen), position_ids, attend=attend)
+        layout = PackedLayout(cu_seqlens, int(max_seqlen), position_ids)
+        cache = AttentionCache()  # what the attention backends build from the layout, shared by the layers
 
         hidden = self.embeddings(input_ids)
         rotary = {True: self.rotary_global(position_ids), False: self.rotary_local(position_ids)}
         for layer in self.layers:
-            hidden = layer(hidden, layout, rotary[layer.attn.is_global])
+            hidden = layer(hidden, layout, cache, rotary[layer.attn.is_global])
         hidden = self.final_norm(hidden)
         return PackedEncoding(hidden, layout, unpadded)
 

@@ -102,6 +102,7 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
         raise ValueError(
             f"checkpoint uses rope_scaling={full['rope_scaling']}; modernenc supports plain RoPE only"
         )
+    full.update(_fields_of_transformers_5(full))
     values = {k: full[k] for k in HF_FIELDS if k in full}
     # Read for parity with transformers, which then returns compacted MLM logits; never written.
     values["sparse_prediction"] = bool(full.get("sparse_prediction"))
@@ -127,6 +128,30 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
         values.pop("id2label", None)  # a new label count: the checkpoint's names no longer apply
     values.update(overrides)
     return ModernEncoderConfig.from_dict(values)
+
+
+def _fields_of_transformers_5(full: dict[str, Any]) -> dict[str, Any]:
+    """Our fields from the forms `transformers` 5 gives them: rope thetas inside `rope_parameters` (one entry
+    per layer type), and `layer_types` in place of `global_attn_every_n_layers`. Empty under 4.x."""
+    fields: dict[str, Any] = {}
+    rope = full.get("rope_parameters")
+    if rope:
+        if any(params.get("rope_type", "default") != "default" for params in rope.values()):
+            raise ValueError(f"checkpoint uses rope_parameters={rope}; modernenc supports plain RoPE only")
+        fields["global_rope_theta"] = rope["full_attention"]["rope_theta"]
+        fields["local_rope_theta"] = rope.get("sliding_attention", rope["full_attention"])["rope_theta"]
+    layer_types = full.get("layer_types")
+    if layer_types:
+        global_at = [i for i, kind in enumerate(layer_types) if kind == "full_attention"]
+        every = global_at[1] if len(global_at) > 1 else len(layer_types)
+        pattern = ["sliding_attention" if i % every else "full_attention" for i in range(len(layer_types))]
+        if list(layer_types) != pattern:
+            raise ValueError(
+                f"checkpoint has layer_types={layer_types}; modernenc's global layers are every n-th from "
+                "layer 0 (global_attn_every_n_layers)"
+            )
+        fields["global_attn_every_n_layers"] = every
+    return fields
 
 
 def config_to_hf_dict(
