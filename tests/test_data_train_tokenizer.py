@@ -88,3 +88,29 @@ def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys):
     docs_file_as_output = ["--input", str(docs), "--text-field", "body", "--output", str(docs), *common]
     assert train(docs_file_as_output) == 1
     assert f"--output {docs} is a file" in capsys.readouterr().err
+
+
+def test_decontaminate_keeps_held_out_documents_out_of_the_vocabulary(tmp_path, capsys):
+    """A document holding a held-out sentence is not read: its rare word does not become a token."""
+    held_out = "Zorbaxiphene induced severe agranulocytosis in two elderly patients."
+    docs = [f"Document {i} talks about the weather and the harvest of the year." for i in range(50)]
+    docs += [f"A report. {held_out} The end."] * 20  # frequent enough to be merged into tokens
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    (tmp_path / "held_out.txt").write_text(held_out + "\n")
+    common = ["--input", str(corpus), "--vocab-size", "400", "--no-progress"]
+    assert train([*common, "--output", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+    assert (
+        train(
+            [*common, "--output", str(tmp_path / "clean"), "--decontaminate", str(tmp_path / "held_out.txt")]
+        )
+        == 0
+    )
+    assert "contains an evaluation sentence (--decontaminate): 20" in capsys.readouterr().out
+    vocab = {
+        name: json.loads((tmp_path / name / "tokenizer.json").read_text())["model"]["vocab"]
+        for name in ("all", "clean")
+    }
+    assert any("Zorb" in token for token in vocab["all"])
+    assert not any("Zorb" in token for token in vocab["clean"])

@@ -44,6 +44,13 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
         "--validation-fraction", type=float, default=0.01, help="hash-based hold-out fraction (default: 0.01)"
     )
     p.add_argument("--split-seed", type=int, default=0, help="salt of the hold-out hash")
+    _decontamination_args(p)
+    p.add_argument("--shard-size", default="64mb", help="uncompressed shard size limit, e.g. 64mb")
+    p.add_argument("--force", action="store_true", help="replace an existing prepared corpus in --output")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def _decontamination_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decontaminate",
         nargs="*",
@@ -56,17 +63,39 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
         "--decontaminate-field", default="text", help="text column of a jsonl/csv/parquet eval set"
     )
     p.add_argument("--decontaminate-min-words", type=int, default=6, help="ignore shorter eval sentences")
-    p.add_argument("--shard-size", default="64mb", help="uncompressed shard size limit, e.g. 64mb")
-    p.add_argument("--force", action="store_true", help="replace an existing prepared corpus in --output")
-    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def _held_out_sentences(paths: list[str], text_field: str) -> list[str]:
+    from modernenc.data.decontaminate import load_eval_sentences
+    from modernenc.pv.ade_data import corpus_sentences  # so an ADE corpus folder is a valid eval set
+
+    return [
+        s for path in paths for s in load_eval_sentences(path, text_field, folder_reader=corpus_sentences)
+    ]
+
+
+def _decontaminator(args: argparse.Namespace):
+    """The `--decontaminate` filter (a `data.decontaminate.Decontaminator`), or None."""
+    from modernenc.data.decontaminate import Decontaminator
+
+    if args.decontaminate_min_words < 1:
+        raise CommandError(f"--decontaminate-min-words must be >= 1; got {args.decontaminate_min_words}")
+    if not args.decontaminate:
+        return None
+    sentences = _held_out_sentences(args.decontaminate, args.decontaminate_field)
+    decontaminator = Decontaminator(sentences, min_words=args.decontaminate_min_words)
+    if decontaminator.num_sentences == 0:
+        raise ValueError(
+            f"none of the {len(sentences):,} decontamination sentences has "
+            f"{args.decontaminate_min_words} or more words; nothing would be removed"
+        )
+    return decontaminator
 
 
 def _prepare(args: argparse.Namespace) -> None:
     from modernenc.data.corpus import iter_documents
-    from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
     from modernenc.data.masking import load_tokenizer
     from modernenc.data.mds import check_output_dir, staged_output_dir, write_mds_corpus
-    from modernenc.pv.ade_data import corpus_sentences  # so --decontaminate takes the ADE corpus folder
 
     if not 0.0 <= args.validation_fraction < 1.0:
         raise CommandError(f"--validation-fraction must be in [0, 1); got {args.validation_fraction}")
@@ -74,23 +103,9 @@ def _prepare(args: argparse.Namespace) -> None:
         raise CommandError(
             f"--max-length must leave room for [CLS], [SEP] and a token (>= 3); got {args.max_length}"
         )
-    if args.decontaminate_min_words < 1:
-        raise CommandError(f"--decontaminate-min-words must be >= 1; got {args.decontaminate_min_words}")
     out = check_output_dir(args.output, args.force)
     tokenizer = load_tokenizer(args.tokenizer)
-    decontaminator = None
-    if args.decontaminate:
-        sentences = [
-            s
-            for path in args.decontaminate
-            for s in load_eval_sentences(path, args.decontaminate_field, folder_reader=corpus_sentences)
-        ]
-        decontaminator = Decontaminator(sentences, min_words=args.decontaminate_min_words)
-        if decontaminator.num_sentences == 0:
-            raise ValueError(
-                f"none of the {len(sentences):,} decontamination sentences has "
-                f"{args.decontaminate_min_words} or more words; nothing would be removed"
-            )
+    decontaminator = _decontaminator(args)
     documents = iter_documents(
         args.input,
         args.format,
@@ -140,6 +155,7 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad-to-multiple-of", type=int, default=64, help="add [unusedN] tokens up to a multiple")
     p.add_argument("--model-max-length", type=int, default=8192)
     p.add_argument("--output", required=True, help="output folder")
+    _decontamination_args(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing tokenizer in --output")
     p.add_argument("--no-progress", action="store_true")
 
@@ -160,13 +176,16 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     for name in ("min_frequency", "pad_to_multiple_of", "model_max_length"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    decontaminator = _decontaminator(args)
     skipped: Counter[str] = Counter()
     used = 0
 
     def texts(docs: Iterator) -> Iterator[str]:  # of data.corpus.Document
         nonlocal used
         for doc in tqdm(docs, unit="doc", desc="reading", disable=args.no_progress, mininterval=1.0):
-            if doc.skip_reason is None:
+            if doc.skip_reason is None and decontaminator and decontaminator.contains_eval_sentence(doc.text):
+                skipped["contains an evaluation sentence (--decontaminate)"] += 1
+            elif doc.skip_reason is None:
                 used += 1
                 yield doc.text
             else:
@@ -186,12 +205,72 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     )
 
 
+LEAKS_EXAMPLE = """example:
+  modernenc check-leaks --shards data/wiki-512 data/pubmed-512 \\
+      --tokenizer ../shared/data/tokenizers/modernbert \\
+      --held-out data/ade/validation.jsonl data/ade/test.jsonl
+"""
+
+
+def _leaks_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = LEAKS_EXAMPLE
+    p.add_argument(
+        "--shards",
+        nargs="+",
+        required=True,
+        help="prepared corpora (their train/ and validation/) or MDS folders",
+    )
+    p.add_argument(
+        "--held-out",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="sentences no shard may hold (jsonl/csv/parquet, txt, or the ADE corpus folder)",
+    )
+    p.add_argument("--text-field", default="text", help="text column of a jsonl/csv/parquet held-out set")
+    p.add_argument("--tokenizer", required=True, help="the tokenizer the shards were prepared with")
+    p.add_argument(
+        "--min-words",
+        type=int,
+        default=6,
+        help="shorter held-out sentences count only as whole samples, not inside longer text (default 6)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _check_leaks(args: argparse.Namespace) -> None:
+    from modernenc.data.leaks import find_leaks, shard_folders
+    from modernenc.data.masking import load_tokenizer
+
+    if args.min_words < 1:
+        raise CommandError(f"--min-words must be >= 1; got {args.min_words}")
+    folders = [folder for path in args.shards for folder in shard_folders(path)]
+    sentences = _held_out_sentences(args.held_out, args.text_field)
+    report = find_leaks(
+        folders, sentences, load_tokenizer(args.tokenizer), args.min_words, not args.no_progress
+    )
+    print(report.format())
+    if report.leaks:
+        first = report.leaks[0]
+        raise CommandError(
+            f"{len(report.leaks):,} held-out sentence(s) found in the shards; the first: {first.folder} "
+            f"sample {first.sample:,} {'is' if first.whole_sample else 'contains'} {first.sentence[:80]!r}"
+        )
+
+
 COMMANDS = {
     "prepare-data": Command(
         "tokenize a corpus into MDS shards (text, JSONL, parquet, WikiExtractor, HF datasets)",
         _prepare_args,
         _prepare,
         description="Tokenize documents, split long ones into [CLS] ... [SEP] chunks, write zstd MDS shards.",
+    ),
+    "check-leaks": Command(
+        "prove that no held-out sentence is in any pre-training shard (decoded text)",
+        _leaks_args,
+        _check_leaks,
+        description="Decode every sample of the shards and search it for each held-out sentence; exit 1 "
+        "naming the first one found.",
     ),
     "train-tokenizer": Command(
         "train a BPE tokenizer with ModernBERT's special tokens",

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from modernenc.utils.tables import TABLE_FORMATS, read_lines, read_rows
 
-_WORD_RE = re.compile(r"\w+")
+WORD_RE = re.compile(r"\w+")
 
 
 def words(text: str) -> list[str]:
-    return _WORD_RE.findall(text.lower())
+    return WORD_RE.findall(text.lower())
 
 
 def load_eval_sentences(
@@ -68,6 +68,7 @@ class Decontaminator:
     def __init__(self, sentences: list[str], min_words: int = 6, anchor: int = 6) -> None:
         self.anchor = min(anchor, min_words)
         self._index: dict[tuple[str, ...], list[tuple[str, ...]]] = defaultdict(list)
+        self.longest = 0  # words in the longest indexed sentence
         self.num_sentences = 0
         self.num_ignored = 0
         for sentence in dict.fromkeys(sentences):  # de-duplicate, keep order
@@ -76,12 +77,16 @@ class Decontaminator:
                 self.num_ignored += 1
                 continue
             self._index[w[: self.anchor]].append(w)
+            self.longest = max(self.longest, len(w))
             self.num_sentences += 1
 
     def contains_eval_sentence(self, text: str) -> bool:
+        return next(self.matches(text), None) is not None
+
+    def matches(self, text: str) -> Iterator[tuple[str, ...]]:
+        """The word sequence of each indexed sentence found in ``text``, in order of where it starts."""
         doc = words(text)
         for i in range(len(doc) - self.anchor + 1):
-            candidates = self._index.get(tuple(doc[i : i + self.anchor]))
-            if candidates and any(tuple(doc[i : i + len(c)]) == c for c in candidates):
-                return True
-        return False
+            for candidate in self._index.get(tuple(doc[i : i + self.anchor]), ()):
+                if tuple(doc[i : i + len(candidate)]) == candidate:
+                    yield candidate

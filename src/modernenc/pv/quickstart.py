@@ -174,13 +174,13 @@ def _stage_run_dir(stage: Stage) -> Path | None:
 def write_results(out: Path) -> None:
     """The results table: each model at the validation-chosen thresholds, plus the reference rows."""
     from modernenc.pv.data_manifest import describe
-    from modernenc.pv.results import finetune_row, format_table, tfidf_row
+    from modernenc.pv.results import finetune_row, format_table, tfidf_rows
 
     rows = {
         label: finetune_row(Path("checkpoints") / run_name, ADE_SPLIT / "test.jsonl")
         for run_name, (label, _) in FINETUNES.items()
     }
-    rows["TF-IDF + logistic regression"] = tfidf_row(ADE_SPLIT)
+    rows.update(tfidf_rows(ADE_SPLIT))
     text = format_table(rows, data=describe(shared_data_dir()))
     out.write_text(text)
     print(text)

@@ -165,6 +165,11 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: boo
     template_path = paths[-1]
     template = torch.load(template_path, map_location="cpu", weights_only=False, mmap=True)
     reference = template["state"]["model"]
+    if (reference.get(EXTRA_STATE_KEY) or {}).get("lora"):
+        raise ValueError(
+            f"{template_path} holds LoRA adapters: averaging their two factors separately is not the average "
+            "of the updates they make; export each checkpoint with `modernenc export-hf` (which merges them)"
+        )
     aliases = _alias_of(reference)
     sums = {
         k: v.to(torch.float32, copy=True)

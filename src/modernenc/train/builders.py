@@ -263,6 +263,21 @@ def build_mlm_parts(cfg: DictConfig) -> TaskParts:
     )
 
 
+def _with_lora(model: ModernEncoderPreTrainedModel, settings: DictConfig):
+    """`model` with LoRA adapters (peft); says how many parameters train."""
+    from modernenc.train.lora import apply_lora, trainable_parameters
+
+    total = model.num_parameters()
+    model = apply_lora(model, OmegaConf.to_container(settings))
+    trained = trainable_parameters(model)
+    print(
+        f"LoRA r={settings.r} alpha={settings.alpha:g} on {', '.join(settings.target_modules)}, "
+        f"{', '.join(settings.modules_to_save) or 'nothing'} in full: training {trained:,} of {total:,} "
+        f"parameters ({trained / total:.2%})"
+    )
+    return model
+
+
 def build_classification_parts(cfg: DictConfig) -> TaskParts:
     """Sequence or token classification fine-tuning; keeps the best model by validation F1, and for a
     binary sequence task chooses the decision thresholds and reports them on test."""
@@ -272,6 +287,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
     from modernenc.tasks.classification import evaluate_classifier, load_classification_data
     from modernenc.tasks.classification_data import RankBatches, collate_packed, length_sorted_batches
     from modernenc.train.composer_model import ClassifierComposerModel
+    from modernenc.train.lora import plain_model
 
     data = load_classification_data(cfg)
     names = data.label_names
@@ -280,6 +296,8 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
         ModernEncoderForTokenClassification if token_level else ModernEncoderForSequenceClassification
     )
     model = _init_model(model_class, cfg, num_labels=len(names), id2label=dict(enumerate(names)))
+    if cfg.finetune.lora is not None:
+        model = _with_lora(model, cfg.finetune.lora)
     world, rank = dist.get_world_size(), dist.get_global_rank()
     if world > 1:  # each rank trains on its own shard, reshuffled every epoch (composer calls set_epoch)
         order = {"sampler": dist.get_sampler(data.splits["train"], shuffle=True, seed=cfg.data.seed)}
@@ -313,7 +331,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             return
         if evaluation is None:
             final_dir = Path(cfg.save_folder) / "final-hf"
-            model.save_pretrained(final_dir, tokenizer_path=cfg.data.tokenizer, overwrite=True)
+            plain_model(model).save_pretrained(final_dir, tokenizer_path=cfg.data.tokenizer, overwrite=True)
             print(f"==> final model in {final_dir} (no thresholds.json: predict uses 0.5 unless told)")
             return
         best = model_class.from_pretrained(best_dir)

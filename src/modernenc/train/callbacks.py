@@ -87,8 +87,13 @@ class BestCheckpoint(Callback):
         if self.best is None or value > self.best:
             self.best, self.best_batch, self.evals_since_best = value, int(state.timestamp.batch), 0
             if dist.get_global_rank() == 0:
+                from modernenc.train.lora import plain_model
+
                 model = state.model.module if hasattr(state.model, "module") else state.model
-                model.model.save_pretrained(self.out_dir, tokenizer_path=self.tokenizer, overwrite=True)
+                # LoRA adapters are merged into a copy: best-hf is a plain transformers folder
+                plain_model(model.model).save_pretrained(
+                    self.out_dir, tokenizer_path=self.tokenizer, overwrite=True
+                )
             dist.barrier()
         else:
             self.evals_since_best += 1

@@ -46,7 +46,11 @@ class ModernEncoderComposerModel(ComposerModel):
 
     def get_extra_state(self) -> dict[str, Any]:
         # Stored in every composer checkpoint, so export needs nothing but the checkpoint.
-        return {"model_config": self.model.config.to_dict(), "architecture": self.model.hf_architecture}
+        from modernenc.train.lora import lora_settings
+
+        state = {"model_config": self.model.config.to_dict(), "architecture": self.model.hf_architecture}
+        lora = lora_settings(self.model)
+        return state if lora is None else {**state, "lora": lora}  # export rebuilds the adapters to merge
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if state.get("architecture") != self.model.hf_architecture or state.get("model_config") is None:

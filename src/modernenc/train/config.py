@@ -7,6 +7,7 @@ anything is built, with the key's full path and the nearest valid key.
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,26 @@ class EvaluationConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) on the named linear layers; everything else is frozen except
+    `modules_to_save`, which train in full. Merged into the weights whenever a model is saved."""
+
+    r: int = 8  # rank: a good default for small encoders (Taylor et al. 2024)
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.05  # on the adapter's input
+    # Matched by module-name suffix, as peft does: a bare `Wo` is both the attention and the MLP output.
+    target_modules: list[str] = field(default_factory=lambda: ["Wqkv", "Wo", "Wi"])
+    modules_to_save: list[str] = field(default_factory=lambda: ["head", "classifier"])
+
+
+@dataclass
+class FinetuneConfig:
+    """Classification tasks only: how the encoder is adapted."""
+
+    lora: LoraConfig | None = None  # null: full fine-tuning; `finetune.lora={}` takes LoraConfig's defaults
+
+
+@dataclass
 class LoggingConfig:
     progress_bar: bool = True
     log_interval: str = "1ba"
@@ -124,6 +145,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     max_duration: str = "100ba"
     eval_interval: str = "50ba"
@@ -150,7 +172,11 @@ def _nearest_key(schema: Any, dotted: str) -> str:
     *parents, leaf = dotted.split(".")
     node = schema
     for part in parents:
-        node = getattr(node, part, None)
+        child = getattr(node, part, None)
+        if child is None and is_dataclass(node):  # an optional section left at null: its declared type
+            hint = typing.get_type_hints(type(node)).get(part)
+            child = next((t() for t in typing.get_args(hint) if is_dataclass(t)), None)
+        node = child
     candidates = [f.name for f in fields(node)] if node is not None and is_dataclass(node) else []
     match = difflib.get_close_matches(leaf, candidates, n=1)
     return ".".join([*parents, match[0]]) if match else ""
@@ -259,8 +285,27 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
             f"{path}: evaluation.early_stopping_patience={cfg.evaluation.early_stopping_patience} must be "
             ">= 0 (0: never stop early)"
         )
+    _check_lora(cfg, path)
     _check_fsdp(cfg, path)
     _check_batch_sizes(cfg, path)
+
+
+def _check_lora(cfg: DictConfig, path: Path) -> None:
+    lora = cfg.finetune.lora
+    if lora is None:
+        return
+    if cfg.model.task == "mlm":
+        raise ConfigError(
+            f"{path}: finetune.lora applies to classification and token_classification, not model.task=mlm"
+        )
+    if lora.r < 1:
+        raise ConfigError(f"{path}: finetune.lora.r={lora.r} must be a positive rank (8 is a good default)")
+    if lora.alpha <= 0:
+        raise ConfigError(f"{path}: finetune.lora.alpha={lora.alpha} must be positive")
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"{path}: finetune.lora.dropout={lora.dropout} must be in [0, 1)")
+    if not lora.target_modules:
+        raise ConfigError(f"{path}: finetune.lora.target_modules is empty; name layers such as Wqkv, Wo, Wi")
 
 
 def trains_on_gpu(cfg: DictConfig) -> bool:

@@ -59,7 +59,28 @@ def _read_composer_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.T
     extra = state.pop(EXTRA_STATE_KEY, None)
     if not isinstance(extra, dict) or extra.get("architecture") not in MODEL_CLASSES:
         raise ValueError(f"{path} was not written by modernenc's train.py (no model config inside)")
-    return extra, {k.removeprefix("model."): v for k, v in state.items()}
+    weights = {k.removeprefix("model."): v for k, v in state.items()}
+    if extra.get("lora"):
+        weights = _merged_lora_weights(extra, weights, path)
+    return extra, weights
+
+
+def _merged_lora_weights(
+    extra: dict, weights: dict[str, torch.Tensor], path: Path
+) -> dict[str, torch.Tensor]:
+    """A LoRA run's checkpoint holds peft's wrapped model: rebuild it, load, and merge the adapters, so every
+    reader of checkpoints gets plain weights."""
+    from modernenc.train.lora import apply_lora
+
+    model = MODEL_CLASSES[extra["architecture"]](ModernEncoderConfig.from_dict(extra["model_config"]))
+    wrapped = apply_lora(model, extra["lora"])
+    missing, unexpected = wrapped.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: its LoRA weights do not fit the model it describes: missing {missing or 'nothing'}, "
+            f"unexpected {unexpected or 'nothing'}"
+        )
+    return wrapped.merge_and_unload().state_dict()
 
 
 def load_composer_checkpoint(path: str | Path) -> ModernEncoderPreTrainedModel:
