@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modernenc.pv.bundled_data import shared_data_dir
+from modernenc.utils.outputs import write_text
 
 PRETRAIN_CKPT = "checkpoints/quickstart-pretrain/latest-rank0.pt"
 ANNEAL_CKPT = "checkpoints/quickstart-anneal/latest-rank0.pt"
@@ -135,10 +136,14 @@ def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) 
     `out` is the results table, rewritten by each run; it is checked before the first stage, not after
     half an hour of training.
     """
+    from modernenc.utils.outputs import check_output_file
+
     out = Path(out).absolute()
-    if out.is_dir() or not out.parent.is_dir():
-        problem = "is a folder" if out.is_dir() else f"is in a folder that does not exist ({out.parent})"
+    if not out.parent.is_dir():
+        problem = f"is in a folder that does not exist ({out.parent})"
         raise ChainError(f"the results table {out} {problem}; pass --out FILE.md in an existing folder")
+    # Rewritten by every run, so no --force; but only a table an earlier run wrote.
+    check_output_file(out, kind="report", force=True, what="results table (--out)")
     all_stages = stages(out)
     chosen = [s for s in all_stages if only is None or s.name in only]
     for i, stage in enumerate(chosen, 1):
@@ -156,8 +161,8 @@ def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) 
                 "reuses the stages that finished."
             ) from None
         run_dir = _stage_run_dir(stage)
-        if run_dir is not None:
-            (run_dir / "DONE").write_text(f"{time.perf_counter() - start:.0f} s\n")
+        if run_dir is not None:  # a part of the run: force=true removes it with the rest
+            write_text(run_dir / "DONE", f"{time.perf_counter() - start:.0f} s\n", kind=None)
         print(f"    finished in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -178,5 +183,5 @@ def write_results(out: Path) -> None:
     }
     rows["TF-IDF + logistic regression"] = tfidf_row(ADE_SPLIT)
     text = format_table(rows)
-    out.write_text(text)
+    write_text(out, text, kind="report", tool="quickstart")
     print(text)
