@@ -143,7 +143,7 @@ def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) 
         problem = f"is in a folder that does not exist ({out.parent})"
         raise ChainError(f"the results table {out} {problem}; pass --out FILE.md in an existing folder")
     # Rewritten by every run, so no --force; but only a table an earlier run wrote.
-    check_output_file(out, kind="report", force=True, what="results table (--out)")
+    check_output_file(out, kind="report", force=True, consent=None, what="results table (--out)")
     all_stages = stages(out)
     chosen = [s for s in all_stages if only is None or s.name in only]
     for i, stage in enumerate(chosen, 1):

@@ -292,10 +292,11 @@ def check_output_file(
     kind: str,
     force: bool = False,
     inputs: Iterable[str | Path | None] = (),
-    consent: str = "--force",
+    consent: str | None = "--force",
     what: str = "output",
 ) -> Path:
-    """``path`` as a Path, once it is certain it can be written without losing anything (see module doc)."""
+    """``path`` as a Path, once it is certain it can be written without losing anything (see module doc).
+    ``consent``: the option that gives it (None: the output is rewritten on every run, as ``force=True``)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"the {what} {path} is a folder; give a file name")
@@ -306,9 +307,9 @@ def check_output_file(
             raise FileExistsError(f"the {what} {path} already exists; pass {consent} to replace it")
         reason = why_file_is_not_ours(path, kind)
         if reason is not None:
+            even = f" even with {consent}" if consent else ""
             raise OutputError(
-                f"refusing to replace {path} even with {consent}: {reason}. Move it away or choose another "
-                f"{what}"
+                f"refusing to replace {path}{even}: {reason}. Move it away or choose another {what}"
             )
     return path
 
