@@ -32,7 +32,10 @@ def test_a_results_path_that_cannot_be_written_fails_before_any_stage(monkeypatc
     monkeypatch.setattr(chain, "stages", lambda out: [chain.Stage("a", "x", lambda: False, run=ran.append)])
     (tmp_path / "README.md").write_text("the user's own file")
     for bad, problem in (
-        (tmp_path / "no" / "x.md", f"the results table {tmp_path / 'no' / 'x.md'} is in a folder that does not"),
+        (
+            tmp_path / "no" / "x.md",
+            f"the results table {tmp_path / 'no' / 'x.md'} is in a folder that does not",
+        ),
         (tmp_path, f"the results table \\(--out\\) {tmp_path} is a folder"),
         (tmp_path / "README.md", "refusing to replace .*README.md: modernenc has no record"),
     ):

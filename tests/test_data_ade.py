@@ -138,7 +138,10 @@ def test_force_replaces_only_an_earlier_split_folder(tmp_path, capsys):
     (out / "notes.txt").unlink()
     assert run(out) == 0  # an empty folder needs no --force
     assert run(out, "--seed", "7") == 1
-    assert "holds an earlier ADE split folder (prepare-ade); pass --force" in capsys.readouterr().err
+    assert (
+        "already holds an ADE split folder (prepare-ade) modernenc wrote; pass --force"
+        in capsys.readouterr().err
+    )
     assert run(out, "--seed", "7", "--force") == 0
     assert json.loads((out / "split_info.json").read_text())["seed"] == 7
     assert counts(read_jsonl(out / "test.jsonl")) == (854, 854)

@@ -286,7 +286,10 @@ def test_force_refuses_to_wipe_a_foreign_folder(tmp_path, capsys):
     out.mkdir()
     (out / "notes.txt").write_text("precious")
     assert run(out, [src], "--force") == 1
-    assert "is not a prepared corpus (prepare-data) modernenc wrote: it holds notes.txt" in capsys.readouterr().err
+    assert (
+        "is not a prepared corpus (prepare-data) modernenc wrote: it holds notes.txt"
+        in capsys.readouterr().err
+    )
     assert (out / "notes.txt").read_text() == "precious"
 
 

@@ -359,7 +359,9 @@ def test_force_refuses_checkpoints_no_run_recorded(tmp_path, wiki_shards):
     run.mkdir()
     for name in ("ep0-ba2-rank0.pt", "notes.txt"):
         (run / name).write_bytes(b"not written by a modernenc run")
-    with pytest.raises(ConfigError, match=r"holds ep0-ba2-rank0.pt, which modernenc has no record of writing"):
+    with pytest.raises(
+        ConfigError, match=r"holds ep0-ba2-rank0.pt, which modernenc has no record of writing"
+    ):
         build_trainer(load_config(write_yaml(tmp_path, wiki_shards), ["force=true"]))
     assert sorted(p.name for p in run.iterdir()) == ["ep0-ba2-rank0.pt", "notes.txt"]
 

@@ -295,7 +295,7 @@ def test_cli_tiles_a_folder_copies_its_tokenizer_and_keeps_earlier_output(tmp_pa
     assert big.config.hidden_size == 256
     before = (out / "model.safetensors").read_bytes()
     refused = cli_error(capsys, "tile", str(src), str(out), "--preset", "mini")
-    assert "holds an earlier Hugging Face model folder; pass --force" in refused
+    assert "already holds a Hugging Face model folder modernenc wrote; pass --force" in refused
     assert (out / "model.safetensors").read_bytes() == before
     main(["tile", str(src), str(out), "--preset", "mini", "--force"])
 

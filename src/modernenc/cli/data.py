@@ -60,11 +60,6 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from modernenc.data.corpus import iter_documents
-    from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
-    from modernenc.data.masking import load_tokenizer
-    from modernenc.data.mds import write_mds_corpus
-    from modernenc.pv.ade_data import corpus_sentences  # so --decontaminate takes the ADE corpus folder
     from modernenc.utils.outputs import check_output_folder, writing_folder
 
     if not 0.0 <= args.validation_fraction < 1.0:
@@ -83,6 +78,12 @@ def _prepare(args: argparse.Namespace) -> None:
         inputs=[*local_inputs, args.tokenizer, *args.decontaminate],
         what="--output folder",
     )
+    from modernenc.data.corpus import iter_documents  # after the checks: these load torch (seconds)
+    from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
+    from modernenc.data.masking import load_tokenizer
+    from modernenc.data.mds import write_mds_corpus
+    from modernenc.pv.ade_data import corpus_sentences  # so --decontaminate takes the ADE corpus folder
+
     tokenizer = load_tokenizer(args.tokenizer)
     decontaminator = None
     if args.decontaminate:

@@ -33,7 +33,9 @@ def _ade_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep all negatives (natural class imbalance) instead of sub-sampling to the positives",
     )
-    p.add_argument("--force", action="store_true", help="replace the splits an earlier prepare-ade wrote in --out")
+    p.add_argument(
+        "--force", action="store_true", help="replace the splits an earlier prepare-ade wrote in --out"
+    )
 
 
 def _ade(args: argparse.Namespace) -> None:
@@ -49,7 +51,9 @@ def _ade(args: argparse.Namespace) -> None:
     from modernenc.utils.outputs import check_output_folder, writing_folder
 
     source = None if args.source == "hf" else args.source
-    out = check_output_folder(args.out, kind="ade-splits", force=args.force, inputs=[source], what="--out folder")
+    out = check_output_folder(
+        args.out, kind="ade-splits", force=args.force, inputs=[source], what="--out folder"
+    )
     rows = read_raw_hf() if source is None else read_raw_ade(source)
     found = dedupe(rows)
     splits = make_splits(found.positives, found.negatives, seed=args.seed, natural=args.natural)

@@ -97,10 +97,13 @@ def _plot_schedule_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plot_schedule(args: argparse.Namespace) -> None:
+    from modernenc.utils.outputs import check_output_file
+
+    check_output_file(args.out, kind="plot", force=args.force, what="--out")  # before composer loads (s)
     from modernenc.train.config import load_config
     from modernenc.train.schedule_plot import check_output, plot_schedule, simulate_schedule, summarize
 
-    check_output(args.out, args.force)  # before the simulation, which takes seconds for a long run
+    check_output(args.out, args.force)  # and its image format, before the simulation (seconds, for long runs)
     cfg = load_config(args.yaml, args.overrides)
     schedule = simulate_schedule(cfg, args.packing_efficiency, args.world_size)
     out = plot_schedule(schedule, args.out, title=f"{cfg.run_name}: {args.yaml}", overwrite=args.force)

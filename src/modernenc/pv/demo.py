@@ -26,11 +26,11 @@ def ade_sentences(limit: int) -> list[str]:
 
 
 def run_demo(out_dir: Path, preset: str = "mini", num_sentences: int = 256, overwrite: bool = False) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
-
     from modernenc.utils.outputs import check_output_folder, writing_folder
 
     check_output_folder(out_dir, kind="hf-model", force=overwrite, what="--out folder")  # before any work
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tokenizer = AutoTokenizer.from_pretrained(modernbert_tokenizer_dir())
     print(f"==> [1/4] building a random '{preset}' classifier (labels no_ade / ade)")

@@ -84,7 +84,10 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
 
 
 def check_output_path(
-    out: str | Path, force: bool = False, input_path: str | Path | None = None, model_dir: str | Path | None = None
+    out: str | Path,
+    force: bool = False,
+    input_path: str | Path | None = None,
+    model_dir: str | Path | None = None,
 ) -> Path:
     """Fail before any work if OUT has an unsupported extension, cannot be written, is or overlaps an
     input, or exists (without force, or when it is not earlier predictions; see modernenc.utils.outputs)."""

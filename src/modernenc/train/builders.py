@@ -34,10 +34,10 @@ from modernenc.train.composer_model import ModernEncoderComposerModel, packed_ba
 from modernenc.train.config import DEFAULT_PRESET, ConfigError, trains_on_gpu
 from modernenc.train.export import write_hf_folder
 from modernenc.utils.outputs import (
-    KINDS,
     MANIFEST_NAME,
     check_writable,
     claim_folder,
+    describe_kind,
     read_manifest,
     record,
     recorded_part,
@@ -233,7 +233,7 @@ def check_save_folder(cfg: DictConfig) -> Path | None:
     manifest = read_manifest(folder)
     if manifest.kind not in (None, "train-run"):
         raise ConfigError(
-            f"save_folder={folder} holds a {KINDS.get(manifest.kind, manifest.kind)}, not a training run; "
+            f"save_folder={folder} holds {describe_kind(manifest.kind)}, not a training run; "
             "choose another run_name (or save_folder)"
         )
     outputs = sorted(p for p in folder.iterdir() if _is_run_output(p)) if folder.is_dir() else []

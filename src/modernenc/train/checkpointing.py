@@ -43,7 +43,9 @@ CHECKPOINT_NAME = re.compile(r"^ep(?P<epoch>\d+)-ba(?P<batch>\d+)-rank(?P<rank>\
 LATEST_NAME = re.compile(r"^latest-rank\d+\.pt$")
 DAMAGED_SUFFIX = ".damaged"
 # writing_file's temporary name for a checkpoint: `.ep0-ba8-rank0.pt.XXXXXXXX.partial.pt`
-PARTIAL_CHECKPOINT = re.compile(r"^\.(ep\d+-ba\d+|latest)-rank\d+\.pt\..+" + re.escape(PARTIAL_SUFFIX) + r"\.pt$")
+PARTIAL_CHECKPOINT = re.compile(
+    r"^\.(ep\d+-ba\d+|latest)-rank\d+\.pt\..+" + re.escape(PARTIAL_SUFFIX) + r"\.pt$"
+)
 
 
 class CheckpointError(RuntimeError):

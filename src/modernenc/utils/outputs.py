@@ -42,18 +42,18 @@ from typing import Any
 MANIFEST_NAME = ".modernenc-outputs.json"
 MANIFEST_VERSION = 1
 PARTIAL_SUFFIX = ".partial"  # temporary names: `.NAME.XXXXXX.partial` beside the output
-KINDS = {
-    "mds-corpus": "prepared corpus (prepare-data)",
-    "ade-splits": "ADE split folder (prepare-ade)",
-    "tokenizer": "tokenizer (train-tokenizer)",
-    "hf-model": "Hugging Face model folder",
-    "train-run": "training run folder",
-    "checkpoint": "checkpoint",
-    "predictions": "predictions file",
-    "plot": "plot",
-    "recipe": "recipe yaml",
-    "report": "report",
-    "partial": "unfinished output of a killed run",
+KINDS = {  # kind -> how a message names an output of it
+    "mds-corpus": "a prepared corpus (prepare-data)",
+    "ade-splits": "an ADE split folder (prepare-ade)",
+    "tokenizer": "a tokenizer (train-tokenizer)",
+    "hf-model": "a Hugging Face model folder",
+    "train-run": "a training run folder",
+    "checkpoint": "a checkpoint",
+    "predictions": "a predictions file",
+    "plot": "a plot",
+    "recipe": "a recipe yaml",
+    "report": "a report",
+    "partial": "the unfinished output of a killed run",
 }
 _SHOWN = 5  # names listed in a message before "..."
 _PARTIAL_NAME = re.compile(r"^\..+\.partial(\.[^.]+)*$")  # what writing_file / writing_folder write first
@@ -61,6 +61,10 @@ _PARTIAL_NAME = re.compile(r"^\..+\.partial(\.[^.]+)*$")  # what writing_file / 
 
 class OutputError(ValueError):
     """An output that cannot or may not be written; the message names the path and what to do."""
+
+
+def describe_kind(kind: str) -> str:
+    return KINDS.get(kind, f"a {kind} output")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,7 +142,9 @@ def _describe(path: Path) -> dict[str, Any]:
     return {"size": path.stat().st_size}
 
 
-def record(path: str | Path, kind: str | None = None, tool: str | None = None, *, as_: Path | None = None) -> None:
+def record(
+    path: str | Path, kind: str | None = None, tool: str | None = None, *, as_: Path | None = None
+) -> None:
     """Record an output modernenc has just written in the manifest of the folder holding it.
 
     ``kind=None``: the path is part of the output that folder is (a checkpoint of a training run, the
@@ -188,7 +194,7 @@ def why_file_is_not_ours(path: str | Path, kind: str) -> str | None:
     if entry is None or "kind" not in entry:
         return f"modernenc has no record of writing it (no entry in {path.parent / MANIFEST_NAME})"
     if entry["kind"] != kind:
-        return f"it is a {KINDS.get(entry['kind'], entry['kind'])}, not a {KINDS.get(kind, kind)}"
+        return f"it is {describe_kind(entry['kind'])}, not {describe_kind(kind)}"
     if _changed(path, entry):
         return "it was changed after modernenc wrote it"
     return None
@@ -244,7 +250,9 @@ def _resolved(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def check_not_overlapping(output: str | Path, inputs: Iterable[str | Path | None], what: str = "output") -> None:
+def check_not_overlapping(
+    output: str | Path, inputs: Iterable[str | Path | None], what: str = "output"
+) -> None:
     """Refuse an output that is an input, holds one (it would be replaced), or lies inside an input folder
     (it would be read as input, or the input replaced with it)."""
     out = _resolved(output)
@@ -333,21 +341,20 @@ def check_output_folder(
     if not path.is_dir() or not any(p.name != MANIFEST_NAME for p in path.iterdir()):
         return path
     manifest = read_manifest(path)
-    label = KINDS.get(kind, kind)
+    label = describe_kind(kind)
     if manifest.kind is None:
         unreadable = f" (its {MANIFEST_NAME} cannot be read)" if not manifest.readable else ""
         raise OutputError(
-            f"the {what} {path} is not empty and is not a {label} modernenc wrote{unreadable}: it holds "
+            f"the {what} {path} is not empty and is not {label} modernenc wrote{unreadable}: it holds "
             f"{_contents(path)}. Refusing to replace it even with {consent}; choose a new or empty folder"
         )
     if manifest.kind != kind:
         raise OutputError(
-            f"the {what} {path} holds a {KINDS.get(manifest.kind, manifest.kind)}, not a {label}; choose "
-            "another folder"
+            f"the {what} {path} holds {describe_kind(manifest.kind)}, not {label}; choose another folder"
         )
     if not force:
         raise FileExistsError(
-            f"the {what} {path} holds an earlier {label}; pass {consent} to replace it"
+            f"the {what} {path} already holds {label} modernenc wrote; pass {consent} to replace it"
         )
     foreign = foreign_files(path)
     if foreign:

@@ -104,9 +104,8 @@ def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, A
 
 
 def _read_parquet(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names
