@@ -313,7 +313,7 @@ def make_fixtures(d: Path) -> None:
         f"run_name: bad-input\nsave_folder: {d}/runs/bad-input\n"
         f"model: {{task: classification, preset: tiny}}\n"
         f"data: {{train: {d}/texts.jsonl, tokenizer: {TOKENIZER}, max_seq_len: 64}}\n"
-        "max_duration: 2ba\nlogging: {progress_bar: false}\n"
+        "evaluation: {positive_label: pos}\nmax_duration: 2ba\nlogging: {progress_bar: false}\n"
     )
     thesis = d / "thesis"
     thesis.mkdir()

@@ -84,6 +84,12 @@ def _prepare(args: argparse.Namespace) -> None:
     from modernenc.data.mds import write_mds_corpus
     from modernenc.pv.ade_data import corpus_sentences  # so --decontaminate takes the ADE corpus folder
 
+    from streaming.base.util import bytes_to_int
+
+    try:
+        bytes_to_int(args.shard_size)
+    except ValueError:
+        raise CommandError(f"--shard-size {args.shard_size!r} is not a size, e.g. 64mb or 1gb") from None
     tokenizer = load_tokenizer(args.tokenizer)
     decontaminator = None
     if args.decontaminate:

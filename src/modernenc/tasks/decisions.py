@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modernenc.utils.files import sha256_file
+from modernenc.utils.tables import read_text
 
 THRESHOLDS_FILE = "thresholds.json"
 WEIGHTS_FILE = "model.safetensors"  # the weights a rule was chosen for
@@ -160,7 +161,7 @@ def read_thresholds(model_dir: str | Path) -> DecisionRule | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))  # a non-UTF-8 file fails naming its line
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("thresholds"), dict):

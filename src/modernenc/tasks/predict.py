@@ -186,7 +186,7 @@ def _check_is_fine_tuned_classifier(model_dir: Path) -> None:
     config_file = model_dir / "config.json"
     try:
         architectures = json.loads(config_file.read_text()).get("architectures") or []
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # not JSON, not UTF-8, not an object
         return  # from_pretrained names the problem with the file
     wanted = ModernEncoderForSequenceClassification.hf_architecture
     if architectures and wanted not in architectures:  # none listed: strict loading decides

@@ -166,6 +166,21 @@ def _nearest_key(schema: Any, dotted: str) -> str:
 _YAML_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
+def _unresolvable_key(node: DictConfig, prefix: str = "") -> str | None:
+    """The first key whose interpolation fails (OmegaConf.resolve's error does not name it)."""
+    for key in node:
+        dotted = f"{prefix}{key}"
+        try:
+            value = node[key]
+        except InterpolationResolutionError:
+            return dotted
+        if isinstance(value, DictConfig):
+            found = _unresolvable_key(value, dotted + ".")
+            if found:
+                return found
+    return None
+
+
 def _parse_overrides(overrides: list[str]) -> DictConfig:
     for override in overrides:
         if "=" not in override:
@@ -228,6 +243,8 @@ def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> Di
     """Merge `yaml_path` (a file, or the name of a packaged recipe) and `key=value` overrides onto the
     schema; raise `ConfigError` on bad input."""
     path = Path(yaml_path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a training yaml (or a recipe name, `modernenc recipes`)")
     if not path.is_file():
         path = _packaged_recipe(path)
     schema = OmegaConf.structured(TrainConfig)
@@ -254,8 +271,12 @@ def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> Di
         if not missing:
             OmegaConf.resolve(merged)
     except InterpolationResolutionError as err:
-        reason = str(err.msg).splitlines()[0]
-        raise ConfigError(f"{path}: key '{err.full_key}' cannot be resolved: {reason}") from None
+        key = err.full_key or _unresolvable_key(merged) or "?"
+        raw = OmegaConf.to_container(merged, resolve=False)
+        for part in key.split("."):
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"{path}: key '{key}' ({raw}) cannot be resolved: {reason}") from None
     except (ConfigKeyError, ConfigAttributeError) as err:
         key = err.full_key or str(err.key)
         hint = _nearest_key(TrainConfig(), key)
