@@ -356,7 +356,7 @@ def main() -> None:
     )
     parser.add_argument("--all", action="store_true", help="also the cases kept out of the test suite")
     parser.add_argument("--only", type=int, default=None, help="run only the first N cases")
-    parser.add_argument("--match", default=None, help="run only the cases whose description matches this regex")
+    parser.add_argument("--match", default=None, help="only the cases whose description matches")
     args = parser.parse_args()
     cases = CASES + (MORE_CASES if args.all else [])
     cases = cases[: args.only] if args.only else cases

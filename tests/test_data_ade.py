@@ -220,3 +220,20 @@ def test_tfidf_baseline_beats_floor(default_split):
     metrics = train_and_evaluate(splits["train"], splits["test"])
     assert metrics["f1"] > 0.7 and metrics["auroc"] > 0.8
     assert set(metrics) >= {"f1", "precision", "recall", "accuracy", "auroc", "predict_examples_per_s"}
+
+
+def test_empty_corpus_files_and_empty_splits_are_errors(tmp_path, capsys):
+    """An empty file would give empty splits that train, choose thresholds and test on nothing."""
+    source = tmp_path / "corpus"
+    source.mkdir()
+    (source / "DRUG-AE.rel").write_text("")
+    (source / "ADE-NEG.txt").write_text("".join(f"{i} NEG Sentence {i}.\n" for i in range(10)))
+    assert run(tmp_path / "out", source=source) == 1
+    assert f"ADE corpus file {source / 'DRUG-AE.rel'} holds no sentences" in capsys.readouterr().err
+    (source / "DRUG-AE.rel").write_text("1|Rash after amoxicillin.|rash|0|4|amoxicillin|11|22\n" * 2)
+    assert run(tmp_path / "out", source=source) == 1  # one unique positive: 60/20/20 leaves splits empty
+    assert (
+        "only 1 unique positive sentence(s): the train, test split(s) would get none"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()

@@ -182,6 +182,31 @@ def test_skips_are_counted_with_reasons(tmp_path):
     assert skipped["invalid JSON"] == 1
     assert skipped["missing string field 'text'"] == 1
     assert report["documents_written"]["train"] == 5 + 2
+    # Each reason names its first documents by file and line: the JSONL's lines 6-10 were appended.
+    examples = report["skipped_examples"]
+    assert examples["non-UTF-8 bytes"] == [f"{src}:8", f"{txt}:3"]
+    assert examples["empty document"] == [f"{src}:6", f"{src}:7", f"{txt}:2"]
+    assert examples["invalid JSON"] == [f"{src}:9"]
+
+
+def test_an_output_that_is_not_an_earlier_corpus_is_never_replaced(tmp_path, capsys):
+    """A report.json does not make a folder a corpus; an input inside the output would be deleted with it."""
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    files = {"report.json": "{}", "thesis.tex": "chapter one", "draft.txt": "Aspirin may cause bleeding.\n"}
+    for name, text in files.items():
+        (thesis / name).write_text(text)
+    assert run(thesis, [tmp_path / "thesis" / "draft.txt"], "--force") == 1
+    assert (
+        f"the input {thesis / 'draft.txt'} lies inside the --output folder {thesis}"
+        in capsys.readouterr().err
+    )
+    src, _ = pubmed_slice(tmp_path, 2)
+    assert run(thesis, [src], "--force") == 1
+    assert "it holds draft.txt, report.json, thesis.tex" in capsys.readouterr().err
+    assert run(tmp_path, [tmp_path], "--force") == 1
+    assert f"the --output folder {tmp_path} is also an input" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in thesis.iterdir()} == files
 
 
 def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):

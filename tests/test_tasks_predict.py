@@ -366,3 +366,14 @@ def test_texts_are_framed_with_the_tokenizers_special_ids_as_in_fine_tuning(tmp_
     expected = reference_probabilities(folder, texts)
     assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-4
     assert "config.json says cls_token_id=5 but its tokenizer's [CLS] is 50281" in caplog.text
+
+
+def test_a_training_checkpoint_given_as_the_model_folder_says_what_to_pass(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "Rash after amoxicillin."}])
+    checkpoint = tmp_path / "latest-rank0.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    message = cli_error(capsys, "predict", checkpoint, src, "--out", tmp_path / "p.jsonl")
+    assert message == (
+        f"modernenc predict: error: {checkpoint} is a training checkpoint, not a model folder; export it "
+        f"first (modernenc export-hf {checkpoint} OUT_FOLDER --tokenizer TOKENIZER) and pass OUT_FOLDER"
+    )

@@ -94,6 +94,35 @@ def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
         load_config(write_yaml(tmp_path, wiki_shards), override.split())
 
 
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("- run_name: x\n", [], r"the top level must be a mapping of keys to values .*, not a list"),
+        ("just a string\n", [], r"the top level must be a mapping .*, not a string"),
+        ("", [], r"required key\(s\) not set: data.tokenizer, data.train, run_name$"),
+        (
+            "model: {preset: tiny}\n",
+            ["data.train=x", "data.tokenizer=y"],
+            r"required key\(s\) not set: run_name$",
+        ),
+        ("run_name: a\nmodel: [1, 2]\n", [], r"key 'model' must be a mapping .*, not a list"),
+        ("run_name: a\n", ["data.batch_size_warmup=5"], r"key 'data.batch_size_warmup' must be a mapping"),
+        ("run_name: a\n", ["data.train=[oops"], r"override 'data.train=\[oops' cannot be parsed"),
+        ("run_name: a\nrun_name: b\n", [], r"c.yaml:2 is not valid YAML: found duplicate key run_name"),
+        (
+            "run_name: a\nsave_folder: ${nowhere}\n",
+            ["data.train=x", "data.tokenizer=y"],
+            r"key 'save_folder' \(\$\{nowhere\}\) cannot be resolved: Interpolation key 'nowhere' not found",
+        ),
+    ],
+)
+def test_a_yaml_of_the_wrong_shape_names_the_problem(tmp_path, text, overrides, message):
+    """omegaconf's own errors name an interpolating key, a key that is the text itself, or no key."""
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml", overrides)
+
+
 def test_missing_data_fails_before_the_model_is_built(tmp_path, wiki_shards):
     cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.train={tmp_path / 'nowhere'}"])
     with pytest.raises(ConfigError, match=r"data\.train: no MDS shards at"):

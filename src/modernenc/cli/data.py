@@ -78,13 +78,13 @@ def _prepare(args: argparse.Namespace) -> None:
         inputs=[*local_inputs, args.tokenizer, *args.decontaminate],
         what="--output folder",
     )
+    from streaming.base.util import bytes_to_int
+
     from modernenc.data.corpus import iter_documents  # after the checks: these load torch (seconds)
     from modernenc.data.decontaminate import Decontaminator, load_eval_sentences
     from modernenc.data.masking import load_tokenizer
     from modernenc.data.mds import write_mds_corpus
     from modernenc.pv.ade_data import corpus_sentences  # so --decontaminate takes the ADE corpus folder
-
-    from streaming.base.util import bytes_to_int
 
     try:
         bytes_to_int(args.shard_size)
