@@ -212,3 +212,17 @@ def test_remove_recorded_takes_the_runs_parts_and_keeps_everything_else(tmp_path
         "eval/my-notes.md": b"the user's, inside a recorded folder",
         "notes.txt": b"the user's",
     }
+
+
+def test_a_linked_output_folder_is_replaced_where_it_really_is(tmp_path):
+    """checkpoints -> /scratch/...: the new output goes to the link's target, and the link stays."""
+    real = tmp_path / "scratch" / "hf"
+    with writing_folder(real, kind="hf-model", tool="export-hf") as staging:
+        (staging / "model.safetensors").write_text("old")
+    link = tmp_path / "hf"
+    link.symlink_to(real, target_is_directory=True)
+    check_output_folder(link, kind="hf-model", force=True)
+    with writing_folder(link, kind="hf-model", tool="export-hf") as staging:
+        (staging / "model.safetensors").write_text("new")
+    assert link.is_symlink() and tree(real) == {"model.safetensors": b"new"}
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == ["hf"]

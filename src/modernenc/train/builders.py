@@ -24,7 +24,7 @@ from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
 from modernenc.train.checkpointing import (
     CHECKPOINT_NAME,
-    DAMAGED_SUFFIX,
+    DAMAGED_NAME,
     LATEST_NAME,
     ResumePoint,
     SafeCheckpointSaver,
@@ -205,11 +205,7 @@ RUN_OUTPUTS = ("best-hf", "final-hf", "eval", "curves.png", "DONE")
 
 def _is_run_output(path: Path) -> bool:
     name = path.name
-    return (
-        name in RUN_OUTPUTS
-        or bool(CHECKPOINT_NAME.match(name) or LATEST_NAME.match(name))
-        or (CHECKPOINT_NAME.match(name.split(DAMAGED_SUFFIX)[0]) is not None and DAMAGED_SUFFIX in name)
-    )
+    return name in RUN_OUTPUTS or any(p.match(name) for p in (CHECKPOINT_NAME, LATEST_NAME, DAMAGED_NAME))
 
 
 def _is_local(folder: str) -> bool:

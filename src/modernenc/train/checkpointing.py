@@ -42,6 +42,7 @@ LATEST_FILENAME = "latest-rank{rank}.pt"
 CHECKPOINT_NAME = re.compile(r"^ep(?P<epoch>\d+)-ba(?P<batch>\d+)-rank(?P<rank>\d+)\.pt$")
 LATEST_NAME = re.compile(r"^latest-rank\d+\.pt$")
 DAMAGED_SUFFIX = ".damaged"
+DAMAGED_NAME = re.compile(r"^ep\d+-ba\d+-rank\d+\.pt" + re.escape(DAMAGED_SUFFIX) + r"(\.\d+)?$")
 # writing_file's temporary name for a checkpoint: `.ep0-ba8-rank0.pt.XXXXXXXX.partial.pt`
 PARTIAL_CHECKPOINT = re.compile(
     r"^\.(ep\d+-ba\d+|latest)-rank\d+\.pt\..+" + re.escape(PARTIAL_SUFFIX) + r"\.pt$"

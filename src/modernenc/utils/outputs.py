@@ -396,7 +396,7 @@ def writing_file(path: str | Path, *, kind: str | None, tool: str | None = None)
     """Yield a temporary path beside ``path`` to write; on success it is renamed to ``path`` and recorded
     (``kind=None``: as part of the output the folder is). On failure it is removed and ``path`` is as it
     was. Check ``path`` with ``check_output_file`` before the work."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through links: a linked output is replaced where it really is
     path.parent.mkdir(parents=True, exist_ok=True)
     # The suffixes stay last, as writers pick a format by them (matplotlib, compressed checkpoints).
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=temp_suffix(path))
@@ -445,7 +445,7 @@ def writing_folder(path: str | Path, *, kind: str, tool: str) -> Iterator[Path]:
     """Yield an empty staging folder beside ``path`` to write an output into; on success it gets a manifest
     of every file in it and replaces ``path`` (an earlier output of the same kind, checked again now that
     the work is done). On failure, or a kill, ``path`` is as it was."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # a linked folder (checkpoints -> /scratch/...) stays where it is
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX))
