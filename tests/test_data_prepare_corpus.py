@@ -216,7 +216,8 @@ def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):
     assert run(out, [txt], "--format", "jsonl") == 1  # every line is invalid JSON
     assert capsys.readouterr().err == (
         ERR + f"no documents were usable: read 2, skipped 2 (invalid JSON: 2 at {txt}:1, {txt}:2), dropped 0 "
-        "by decontamination; nothing was written (check --format and --text-field)\n"
+        "by decontamination; nothing was written (each line of a JSONL file must be one JSON object; check "
+        "--format and --text-field)\n"
     )
     assert not out.exists()  # no index.json or report.json for train.py to mistake for data
     out.mkdir()

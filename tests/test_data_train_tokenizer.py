@@ -81,7 +81,7 @@ def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys):
     common = ["--vocab-size", "600", "--no-progress"]
     assert train(["--input", str(docs), "--output", str(out), *common]) == 1  # no "text" field anywhere
     err = capsys.readouterr().err
-    assert "no document had text to train on (" in err and "check --text-field" in err
+    assert "no document had text to train on (" in err and "check --format and --text-field" in err
     assert not out.exists()
     assert train(["--input", str(docs), "--output", str(out), "--min-frequency", "-1", *common]) == 1
     assert "--min-frequency must be at least 1" in capsys.readouterr().err

@@ -192,7 +192,8 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     tok = train_bpe(texts(docs), args.vocab_size, args.min_frequency, args.pad_to_multiple_of)
     if used == 0:  # a BPE of byte symbols only; nothing is written
         reasons = skipped.inline() or "the input holds none"
-        raise CommandError(f"no document had text to train on ({reasons}); check --text-field")
+        fixes = "; ".join([*skipped.fixes(), "check --format and --text-field"])
+        raise CommandError(f"no document had text to train on ({reasons}); {fixes}")
     with writing_folder(out, kind="tokenizer", tool="train-tokenizer") as staging:
         save_hf(tok, staging, args.model_max_length)
     print(f"vocabulary {tok.get_vocab_size(with_added_tokens=True):,} tokens; saved to {out}")

@@ -71,6 +71,10 @@ class SkippedDocuments:
         """``reason: n at file:line, ...; reason: ...`` for a one-sentence error."""
         return "; ".join(f"{r}: {n:,} at {self._where(r)}" for r, n in sorted(self.counts.items()))
 
+    def fixes(self) -> list[str]:
+        """The known fixes for the reasons seen (SKIP_HINTS)."""
+        return [SKIP_HINTS[reason] for reason in sorted(self.counts) if reason in SKIP_HINTS]
+
     def lines(self) -> list[str]:
         """One line per reason: count, the first documents, and the fix when there is a known one."""
         out = []

@@ -140,11 +140,12 @@ def _why_train_is_empty(report: CorpusReport) -> str:
         )
     if report.documents_read == 0:
         return "no documents were usable: the input holds none (is it empty?); nothing was written"
-    reasons = SkippedDocuments(report.skipped, report.skipped_examples).inline()
+    skipped = SkippedDocuments(report.skipped, report.skipped_examples)
+    fixes = "; ".join([*skipped.fixes(), "check --format and --text-field"])
     return (
-        f"no documents were usable: read {report.documents_read:,}, skipped {sum(report.skipped.values()):,} "
-        f"({reasons or 'none'}), dropped {report.decontaminated:,} by decontamination; nothing was written "
-        "(check --format and --text-field)"
+        f"no documents were usable: read {report.documents_read:,}, skipped {skipped.total:,} "
+        f"({skipped.inline() or 'none'}), dropped {report.decontaminated:,} by decontamination; nothing was "
+        f"written ({fixes})"
     )
 
 
