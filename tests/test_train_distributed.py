@@ -262,7 +262,7 @@ def test_fsdp_trains_saves_resumes_and_exports_like_one_process(tmp_path, shards
     from transformers import AutoModelForMaskedLM
 
     for name, folder in {"fsdp": run, "one": tmp_path / "one" / "run"}.items():
-        export = [sys.executable, "-m", "modernenc.cli", "export-hf", str(folder / "latest-rank0.pt")]
+        export = [sys.executable, "-m", "modernenc", "export-hf", str(folder / "latest-rank0.pt")]
         proc = subprocess.run([*export, str(tmp_path / f"{name}-hf")], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
     fsdp_hf = AutoModelForMaskedLM.from_pretrained(tmp_path / "fsdp-hf").state_dict()

@@ -278,6 +278,24 @@ def test_a_torn_newest_checkpoint_is_set_aside_and_the_run_resumes_to_the_same_w
     ]
 
 
+def test_resume_point_takes_a_copied_in_latest_file_and_never_replaces_it(tmp_path, straight_run):
+    """A checkpoint copied in as latest-rank0.pt (no ep*-ba* files) is resumed from, as composer does; a
+    latest that is a file of its own is never turned into a link."""
+    from modernenc.train.checkpointing import find_resume_checkpoint
+
+    straight_folder, _ = straight_run
+    copied = tmp_path / "latest-rank0.pt"
+    shutil.copy(straight_folder / "ep0-ba2-rank0.pt", copied)
+    point = find_resume_checkpoint(tmp_path)
+    assert point.path == copied and point.set_aside == []
+    shutil.copy(straight_folder / "ep0-ba4-rank0.pt", tmp_path / "ep0-ba4-rank0.pt")
+    assert find_resume_checkpoint(tmp_path).path == tmp_path / "ep0-ba4-rank0.pt"
+    assert (
+        not copied.is_symlink() and copied.read_bytes() == (straight_folder / "ep0-ba2-rank0.pt").read_bytes()
+    )
+    assert find_resume_checkpoint(tmp_path / "nowhere").path is None
+
+
 KILL_DURING_SECOND_SAVE = """
 import io, os, signal, sys
 import torch

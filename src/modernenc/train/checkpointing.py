@@ -91,27 +91,36 @@ class ResumePoint:
 
 
 def find_resume_checkpoint(folder: str | Path, may_modify: bool = True) -> ResumePoint:
-    """The newest checkpoint in `folder` that reads back. With `may_modify` (one process per node),
-    damaged newer ones are renamed `NAME.damaged`, temporary files of killed saves removed, and
-    `latest-rank0.pt` pointed at the checkpoint chosen."""
+    """The newest checkpoint in `folder` that reads back (`latest-rank0.pt` last, when it is a file of its
+    own rather than composer's link, as when a checkpoint is copied in to resume from). With `may_modify`
+    (one process per node), damaged newer ones are renamed `NAME.damaged`, temporary files of killed saves
+    removed, and `latest-rank0.pt` (composer's link) pointed at the checkpoint chosen."""
     folder = Path(folder)
+    if not folder.is_dir():
+        return ResumePoint(None, [])
     set_aside: list[tuple[Path, Path, str]] = []
     chosen = None
-    for _, path in reversed(checkpoint_files(folder)):
+    candidates = [path for _, path in reversed(checkpoint_files(folder))]
+    latest = folder / LATEST_FILENAME.format(rank=0)
+    if latest.is_file() and not latest.is_symlink():  # a checkpoint copied in to resume from
+        candidates.append(latest)
+    for path in candidates:
         reason = why_unreadable(path)
         if reason is None:
             chosen = path
             break
         target = _free_name(path.with_name(path.name + DAMAGED_SUFFIX))
         if may_modify:
-            path.rename(target)
-            record(target)  # still the run's: force=true removes it with the rest
+            ours = recorded_part(path)
+            path.rename(target)  # set aside, not deleted: it may be all there is of a long run
+            if ours:
+                record(target)  # still the run's: force=true removes it with the rest
         set_aside.append((path, target, reason))
     if may_modify:
         for leftover in folder.iterdir():  # a save killed before its rename
             if PARTIAL_CHECKPOINT.match(leftover.name):
                 leftover.unlink()
-        if chosen is not None:
+        if chosen is not None and chosen != latest:
             point_latest_at(chosen)
     return ResumePoint(chosen, set_aside)
 
@@ -126,6 +135,8 @@ def _free_name(path: Path) -> Path:
 def point_latest_at(path: Path) -> None:
     """`latest-rank0.pt` -> `path` (relative), replaced atomically so no moment is without it."""
     latest = path.with_name(LATEST_FILENAME.format(rank=0))
+    if latest.exists() and not latest.is_symlink():  # a file of its own (copied in): never replaced
+        return
     if latest.is_symlink() and os.readlink(latest) == path.name:
         return
     tmp = latest.with_name(f".{latest.name}.{os.getpid()}{PARTIAL_SUFFIX}.pt")  # PARTIAL_CHECKPOINT
