@@ -1,4 +1,4 @@
-"""CPU inference throughput against `transformers`: `modernenc bench`, runnable from a checkout.
+"""CPU inference throughput against `transformers` and ONNX Runtime: `modernenc bench`, from a checkout.
 
 python benchmarks/inference_cpu.py --shape base --repeats 5
 """

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from modernenc.model.attention import eager_attention
+from modernenc.model.bucketed_attention import BucketedAttention
+from modernenc.model.flex_attention import FlexAttention
+from modernenc.model.layers import Attention
 from modernenc.pv.bundled_data import shared_data_dir
 
 SHARED_DATA = shared_data_dir()
@@ -36,12 +40,29 @@ def _deterministic():
     torch.set_num_threads(2)
 
 
-@pytest.fixture(params=["fused kernel", "matmul grids"])
-def grid_kernel(request, monkeypatch):
-    """Run a test twice: bucket grids on sdpa's fused kernel, then (the CPU default) as explicit matmuls."""
-    if request.param == "fused kernel":
-        monkeypatch.setattr("modernenc.model.attention.MATMUL_MAX_LENGTH", 0)
-    return request.param
+# Every attention backend that runs on the CPU, as the model would use it; the bucketed backend twice: its
+# grids on the fused sdpa kernel, then as the CPU's explicit matmuls (its default).
+CPU_BACKENDS = {
+    "eager": lambda: eager_attention,
+    "bucketed, fused kernel": lambda: BucketedAttention(matmul_max_length=0),
+    "bucketed, matmul grids": lambda: BucketedAttention(),
+    "flex": lambda: FlexAttention(),
+}
+
+
+@pytest.fixture(params=list(CPU_BACKENDS))
+def cpu_backend(request):
+    """Run a test once per CPU attention backend (see `use_backend`)."""
+    return CPU_BACKENDS[request.param]()
+
+
+def use_backend(model: torch.nn.Module, backend) -> torch.nn.Module:
+    """Make every attention layer of `model` use `backend` (an object; the config names only the defaults)."""
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    assert layers, "no attention layers"
+    for layer in layers:
+        layer.backend = backend
+    return model
 
 
 def small_hf_config(**overrides):

@@ -11,11 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modernenc.cli import bench, data, inference, pv, training
+from modernenc.cli import bench, data, inference, pv, serve, training
 from modernenc.cli.command import Command, CommandError
 
 COMMANDS: dict[str, Command] = {**pv.COMMANDS, **data.COMMANDS, **training.COMMANDS, **inference.COMMANDS}
 COMMANDS.update(bench.COMMANDS)
+COMMANDS.update(serve.COMMANDS)
 
 __all__ = ["COMMANDS", "Command", "CommandError", "build_parser", "main", "run_as_script"]
 

@@ -1,16 +1,22 @@
-"""`modernenc bench`: CPU inference throughput against `transformers` on identical weights.
+"""`modernenc bench`: CPU inference throughput of a classifier, modernenc (fp32, bf16, int8) against
+`transformers` and ONNX Runtime (fp32, int8), on identical weights.
 
-The options live here; the benchmark itself (which loads torch and `transformers`) in `bench_inference`.
+The options live here; the benchmark itself (which loads torch, `transformers` and onnxruntime) in
+`bench_inference`, whose docstring says what is measured and how.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from modernenc.cli.command import Command
 from modernenc.model.presets import PRESETS
+from modernenc.utils.precision import PRECISIONS
 
-WORKLOAD_NAMES = ("ade", "doc", "fixed512")
+WORKLOAD_NAMES = ("ade-file", "ade-sorted", "doc", "fixed512", "ade")
+DEFAULT_WORKLOADS = ["ade-file", "ade-sorted", "doc", "fixed512"]
+ENGINE_NAMES = ("transformers", "modernenc", "onnxruntime")
 
 
 def positive_int(text: str) -> int:
@@ -22,11 +28,36 @@ def positive_int(text: str) -> int:
 
 def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default="base", choices=sorted(PRESETS), help="model preset")
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOAD_NAMES), choices=WORKLOAD_NAMES)
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=DEFAULT_WORKLOADS,
+        choices=WORKLOAD_NAMES,
+        help="ade-file / ade-sorted: real ADE test sentences in batches of 64, in file order or longest "
+        "first; doc: 16 x N(256,64); fixed512: 8 x 512; ade: 64 random sentences N(30,15) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--engines", nargs="+", default=list(ENGINE_NAMES), choices=ENGINE_NAMES)
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=list(PRECISIONS),
+        choices=PRECISIONS,
+        help="precisions to run where an engine has them: transformers fp32/bf16, modernenc fp32/bf16/int8, "
+        "onnxruntime fp32/int8 (default: all)",
+    )
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per engine (median)")
     parser.add_argument("--threads", type=positive_int, default=2)
-    parser.epilog = "Example: modernenc bench --shape base --workloads ade --repeats 5"
+    parser.add_argument(
+        "--ade-texts", type=positive_int, default=512, help="ADE test sentences to use (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ade-split",
+        type=Path,
+        default=None,
+        help="a prepared ADE test.jsonl (default: built from the shared corpus as prepare-ade does)",
+    )
+    parser.epilog = "Example: modernenc bench --shape base --workloads ade-sorted --repeats 5"
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -37,7 +68,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "bench": Command(
-        "CPU inference throughput vs transformers ModernBert, on identical weights",
+        "CPU inference throughput vs transformers and ONNX Runtime, on identical weights",
         _bench_args,
         _bench,
         description=__doc__,

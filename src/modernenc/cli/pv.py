@@ -1,4 +1,4 @@
-"""Pharmacovigilance commands: the ADE splits, the quickstart chain, the demo."""
+"""Pharmacovigilance commands: the ADE splits, the quickstart chain, the demo, the bundled data."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def _ade(args: argparse.Namespace) -> None:
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
     from modernenc.pv.quickstart import DEFAULT_RESULTS, stages
 
-    names = [stage.name for stage in stages(Path("results.md"))]
+    # Only the names: `--help` works before any data is there (a placeholder folder, never read).
+    names = [stage.name for stage in stages(Path("results.md"), data=Path("DATA"))]
     p.add_argument(
         "--out",
         type=Path,
@@ -127,11 +128,57 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, preset=args.preset, overwrite=args.force)
 
 
+FETCH_EXAMPLE = """examples:
+  modernenc fetch-data                       # into ~/.cache/modernenc/data, where the quickstart looks
+  modernenc fetch-data --out data/bundled    # then: export MODERNENC_SHARED_DATA=data/bundled
+  modernenc fetch-data --mirror /mnt/hub --out data/bundled   # from local copies: /mnt/hub/<owner>/<name>/
+A second run checks every file against manifest.json and does nothing; a changed file is refused.
+"""
+
+
+def _fetch_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = FETCH_EXAMPLE
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder to build (default: $XDG_CACHE_HOME/modernenc/data, i.e. ~/.cache/modernenc/data)",
+    )
+    p.add_argument(
+        "--mirror",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="read each source from a local copy of its hub repository, DIR/<owner>/<name>/, not the hub",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="fetch again and replace an earlier fetch in --out (a folder without manifest.json is never "
+        "touched)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from modernenc.pv.fetch_data import fetch_data
+
+    fetch_data(args.out, mirror=args.mirror, force=args.force, progress=not args.no_progress)
+
+
 COMMANDS = {
     "quickstart": Command(
         "the main job on CPU: pre-train -> anneal on PubMed -> fine-tune on ADE -> results table",
         _quickstart_args,
         _quickstart,
+    ),
+    "fetch-data": Command(
+        "build the bundled data (ADE, Wikipedia, PubMed, tokenizer) from pinned Hugging Face hub sources",
+        _fetch_args,
+        _fetch,
+        description="Build the bundled data folder (the layout of ../shared/data) from Hugging Face hub "
+        "sources pinned to revisions, streamed, with a manifest of SHA-256 per file.",
     ),
     "demo": Command(
         "tour the foundation: build, classify, export to Hugging Face format, reload", _demo_args, _demo

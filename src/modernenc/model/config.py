@@ -131,7 +131,7 @@ class ModernEncoderConfig:
         require(self.local_rope_theta > 0, "local_rope_theta", "must be positive")
         for name in ("embedding_dropout", "attention_dropout", "mlp_dropout", "classifier_dropout"):
             require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
-        backends = ("auto", *ATTENTION_BACKENDS)
+        backends = tuple(ATTENTION_BACKENDS)
         require(self.attn_backend in backends, "attn_backend", f"must be one of {backends}")
         require(
             self.classifier_pooling in POOLING_MODES, "classifier_pooling", f"must be one of {POOLING_MODES}"

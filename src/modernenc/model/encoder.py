@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from modernenc.model.attention import PackedLayout, resolve_backend
+from modernenc.model.attention import AttentionCache, PackedLayout
 from modernenc.model.config import ModernEncoderConfig
 from modernenc.model.hf_interop import load_pretrained, save_pretrained
 from modernenc.model.layers import Embeddings, EncoderLayer, RotaryEmbedding, init_weights, layer_norm
@@ -72,6 +72,16 @@ class ModernEncoderPreTrainedModel(nn.Module):
     ) -> Path:
         """Write a folder that `transformers`' Auto classes load with no custom code."""
         return save_pretrained(self, out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
+
+    def for_inference(self, precision: str = "fp32"):
+        """This model, in eval mode, as its `fp32`, `bf16` or `int8` inference variant (converted in place).
+
+        `int8` quantizes the linear layers dynamically (CPU only); `bf16` computes them in bf16; norms,
+        embeddings, attention's softmax and the classifier stay fp32. See `modernenc.model.precision`.
+        """
+        from modernenc.model.precision import for_inference
+
+        return for_inference(self, precision)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         params = {id(p): p for p in self.parameters()}  # tied weights count once
@@ -143,13 +153,13 @@ class ModernEncoderModel(ModernEncoderPreTrainedModel):
                 position_ids = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
             position_ids = position_ids.reshape(-1)
 
-        attend = resolve_backend(self.config.attn_backend, input_ids.device)
-        layout = PackedLayout(cu_seqlens, int(max_seqlen), position_ids, attend=attend)
+        layout = PackedLayout(cu_seqlens, int(max_seqlen), position_ids)
+        cache = AttentionCache()  # what the attention backends build from the layout, shared by the layers
 
         hidden = self.embeddings(input_ids)
         rotary = {True: self.rotary_global(position_ids), False: self.rotary_local(position_ids)}
         for layer in self.layers:
-            hidden = layer(hidden, layout, rotary[layer.attn.is_global])
+            hidden = layer(hidden, layout, cache, rotary[layer.attn.is_global])
         hidden = self.final_norm(hidden)
         return PackedEncoding(hidden, layout, unpadded)
 

@@ -43,7 +43,11 @@ class ModernEncoderForMaskedLM(ModernEncoderPreTrainedModel):
         self.head = PredictionHead(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
         self.post_init(exclude=self.model)
-        if config.tie_word_embeddings:
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the decoder's weight with the token embeddings, unless `tie_word_embeddings` is off."""
+        if self.config.tie_word_embeddings:
             self.decoder.weight = self.model.embeddings.tok_embeddings.weight
 
     def forward(

@@ -6,6 +6,7 @@ translation is the config, and the tied decoder weight, which is not stored (unl
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -101,6 +102,7 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
         raise ValueError(
             f"checkpoint uses rope_scaling={full['rope_scaling']}; modernenc supports plain RoPE only"
         )
+    full.update(_fields_of_transformers_5(full))
     values = {k: full[k] for k in HF_FIELDS if k in full}
     # Read for parity with transformers, which then returns compacted MLM logits; never written.
     values["sparse_prediction"] = bool(full.get("sparse_prediction"))
@@ -126,6 +128,30 @@ def config_from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModernEncoderCo
         values.pop("id2label", None)  # a new label count: the checkpoint's names no longer apply
     values.update(overrides)
     return ModernEncoderConfig.from_dict(values)
+
+
+def _fields_of_transformers_5(full: dict[str, Any]) -> dict[str, Any]:
+    """Our fields from the forms `transformers` 5 gives them: rope thetas inside `rope_parameters` (one entry
+    per layer type), and `layer_types` in place of `global_attn_every_n_layers`. Empty under 4.x."""
+    fields: dict[str, Any] = {}
+    rope = full.get("rope_parameters")
+    if rope:
+        if any(params.get("rope_type", "default") != "default" for params in rope.values()):
+            raise ValueError(f"checkpoint uses rope_parameters={rope}; modernenc supports plain RoPE only")
+        fields["global_rope_theta"] = rope["full_attention"]["rope_theta"]
+        fields["local_rope_theta"] = rope.get("sliding_attention", rope["full_attention"])["rope_theta"]
+    layer_types = full.get("layer_types")
+    if layer_types:
+        global_at = [i for i, kind in enumerate(layer_types) if kind == "full_attention"]
+        every = global_at[1] if len(global_at) > 1 else len(layer_types)
+        pattern = ["sliding_attention" if i % every else "full_attention" for i in range(len(layer_types))]
+        if list(layer_types) != pattern:
+            raise ValueError(
+                f"checkpoint has layer_types={layer_types}; modernenc's global layers are every n-th from "
+                "layer 0 (global_attn_every_n_layers)"
+            )
+        fields["global_attn_every_n_layers"] = every
+    return fields
 
 
 def config_to_hf_dict(
@@ -167,9 +193,21 @@ def load_pretrained(cls: type[nn.Module], path_or_hub_id: str | Path, **config_o
         raise ValueError(f"{config_file} must hold a JSON object (a ModernBERT config)")
     config = config_from_hf_dict(hf_config, **config_overrides)
     weights = read_weights(folder)
-    model = cls(config)
-    state = adapt_state_dict(weights, model, hf_config.get("architectures") or [])
-    load_state_strict(model, state, source=folder)
+    architectures = hf_config.get("architectures") or []
+    # A checkpoint of this very class (or any, for the bare encoder) fills every tensor, or strict loading
+    # fails: the model is then built on the meta device (no memory, no random init: at the base shape that
+    # was most of `predict`'s start-up) and takes the checkpoint's tensors as they are. Another task's
+    # checkpoint starts a fresh task layer, which needs the init.
+    fills_every_tensor = cls.hf_architecture in (*architectures, "ModernBertModel")
+    if fills_every_tensor:
+        with torch.device("meta"):
+            model = cls(config)
+    else:
+        model = cls(config)
+    state = adapt_state_dict(weights, model, architectures)
+    load_state_strict(model, state, source=folder, assign=fills_every_tensor)
+    if fills_every_tensor:
+        _finish_meta_model(model, device=next(iter(state.values())).device)
     model.name_or_path = str(path_or_hub_id)
     return model.eval()  # as transformers does: dropout off until training asks for it
 
@@ -247,7 +285,22 @@ def adapt_state_dict(
     return state
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+def _finish_meta_model(model: nn.Module, device: torch.device) -> None:
+    """After the checkpoint's tensors replaced a meta-built model's: compute the buffers no checkpoint
+    stores (modules say how, with `reset_buffers`), and tie the weights that share a tensor."""
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers(device)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    left = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if left:  # a module with a computed buffer but no reset_buffers: a bug, not the checkpoint's fault
+        raise RuntimeError(f"{type(model).__name__} kept tensors without values after loading: {left}")
+
+
+def load_state_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: Path, assign: bool = False
+) -> None:
     tied = tied_keys(model)
     expected = {k: v for k, v in model.state_dict().items() if k not in tied}
     missing = sorted(set(expected) - set(state))
@@ -266,7 +319,9 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
         raise CheckpointMismatchError(
             f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts)
         )
-    model.load_state_dict(state, strict=False)  # strict=False only because tied keys are absent
+    if assign:  # the model takes the checkpoint's tensors themselves: keep its dtypes, as copying does
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=assign)  # strict=False: tied keys are absent
 
 
 def find_tokenizer_files(tokenizer_dir: str | Path) -> list[Path]:
@@ -285,6 +340,13 @@ def save_pretrained(
     overwrite: bool = False,
 ) -> Path:
     out = Path(out_dir)
+    precision = getattr(model, "inference_precision", None)
+    if precision not in (None, "fp32"):  # its linear layers hold bf16 or int8 copies, not the checkpoint
+        raise ValueError(
+            f"this model was converted for {precision} inference (for_inference), so it no longer holds the "
+            "checkpoint's weights and is not saved: a folder keeps the fp32 checkpoint, and the precision "
+            "is chosen when loading it. Save the model before converting it"
+        )
     weights_file = out / WEIGHTS_NAME
     if weights_file.exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a checkpoint; pass overwrite=True (--force) to replace")

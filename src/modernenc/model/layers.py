@@ -1,7 +1,8 @@
 """Building blocks of the encoder: activations, rotary embeddings, GeGLU MLP, attention, a pre-norm layer.
 
 Every block works on packed tokens: a `[T, hidden]` tensor holding the real tokens of all sequences back
-to back, described by a `PackedLayout`. Parameter names follow ModernBERT's (`Wqkv`, `Wi`, `Wo`, ...), so
+to back, described by a `PackedLayout` (with an `AttentionCache` for what attention derives from it once per
+forward pass). Parameter names follow ModernBERT's (`Wqkv`, `Wi`, `Wo`, ...), so
 checkpoints map one-to-one.
 """
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from modernenc.model.activations import ACTIVATIONS
-from modernenc.model.attention import PackedLayout
+from modernenc.model.attention import AttentionCache, PackedLayout, resolve_backend
 from modernenc.model.config import ModernEncoderConfig
 
 
@@ -26,8 +27,17 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", torch.empty(head_dim // 2), persistent=False)
+        self.reset_buffers()
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Compute `inv_freq`, which no checkpoint stores (also after building on the meta device)."""
+        device = self.inv_freq.device if device is None else device
+        exponents = (
+            torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+        )
+        self.inv_freq = 1.0 / (self.theta**exponents)
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`cos` `[T, 1, 1, head_dim]` and `sin` `[T, 1, 1, head_dim / 2]`, in fp32 whatever the autocast."""
@@ -53,7 +63,7 @@ class Attention(nn.Module):
     """Multi-head self-attention with a fused, bias-free QKV projection and rotary positions.
 
     Local layers see `local_attention // 2` tokens on each side; global layers see the whole sequence.
-    The attention kernel itself is the layout's backend, chosen once per forward pass.
+    `backend` computes the attention itself: the one `config.attn_backend` names, resolved at construction.
     """
 
     def __init__(self, config: ModernEncoderConfig, layer_idx: int) -> None:
@@ -66,15 +76,20 @@ class Attention(nn.Module):
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.out_drop = nn.Dropout(config.attention_dropout)
+        self.backend = resolve_backend(config.attn_backend)
 
     def forward(
-        self, x: torch.Tensor, layout: PackedLayout, rotary: tuple[torch.Tensor, torch.Tensor]
+        self,
+        x: torch.Tensor,
+        layout: PackedLayout,
+        cache: AttentionCache,
+        rotary: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         qkv = self.Wqkv(x).view(-1, 3, self.num_heads, self.head_dim)
         cos, sin = (t.to(qkv.dtype) for t in rotary)
         qk = apply_rotary(qkv[:, :2], cos, sin)  # q and k rotated in one pass
         dropout = self.dropout if self.training else 0.0
-        out = layout.attend(qk, qkv[:, 2], layout, window=self.window, dropout_p=dropout)
+        out = self.backend(qk, qkv[:, 2], layout, cache, window=self.window, dropout_p=dropout)
         return self.out_drop(self.Wo(out.reshape(x.shape[0], self.num_heads * self.head_dim)))
 
 
@@ -104,9 +119,13 @@ class EncoderLayer(nn.Module):
         self.mlp = GeGLU(config)
 
     def forward(
-        self, x: torch.Tensor, layout: PackedLayout, rotary: tuple[torch.Tensor, torch.Tensor]
+        self,
+        x: torch.Tensor,
+        layout: PackedLayout,
+        cache: AttentionCache,
+        rotary: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), layout, rotary)
+        x = x + self.attn(self.attn_norm(x), layout, cache, rotary)
         return x + self.mlp(self.mlp_norm(x))
 
 

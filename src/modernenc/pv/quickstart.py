@@ -2,7 +2,8 @@
 
 Every stage is the `modernenc` command a user would type (printed before it runs), so the chain doubles as
 a worked example. It works in the current directory: shards go to `data/`, runs to `checkpoints/`, with
-the recipes shipped in the package and the bundled data from `bundled_data.shared_data_dir()`. A stage
+the recipes shipped in the package and the bundled data from `bundled_data.shared_data_dir()` (fetched
+from the Hugging Face hub into the user's cache first when there is none: `ensure_bundled_data`). A stage
 whose outputs are complete is skipped on a re-run; a killed training stage resumes from its last
 checkpoint. Controls run on the same split: the same fine-tune from random init and from the
 un-annealed checkpoint, and a TF-IDF + logistic-regression baseline.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modernenc.pv.bundled_data import shared_data_dir
+from modernenc.pv.fetch_data import ensure_bundled_data
 from modernenc.utils.outputs import write_text
 
 PRETRAIN_CKPT = "checkpoints/quickstart-pretrain/latest-rank0.pt"
@@ -63,8 +65,8 @@ def _train(recipe: str, run_name: str, tokenizer: Path, *overrides: str) -> list
     ]
 
 
-def stages(out: Path) -> list[Stage]:
-    data = shared_data_dir()
+def stages(out: Path, data: Path | None = None) -> list[Stage]:
+    data = shared_data_dir() if data is None else data
     tokenizer = data / "tokenizers" / "modernbert"
     prepare = ["prepare-data", "--tokenizer", str(tokenizer), "--max-length", "512"]
     prepare += ["--validation-fraction", "0.01", "--force"]
@@ -144,6 +146,7 @@ def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) 
         raise ChainError(f"the results table {out} {problem}; pass --out FILE.md in an existing folder")
     # Rewritten by every run, so no --force; but only a table an earlier run wrote.
     check_output_file(out, kind="report", force=True, consent=None, what="results table (--out)")
+    ensure_bundled_data()  # before any stage: fetched first when there is none, refused when changed
     all_stages = stages(out)
     chosen = [s for s in all_stages if only is None or s.name in only]
     for i, stage in enumerate(chosen, 1):
@@ -175,6 +178,7 @@ def _stage_run_dir(stage: Stage) -> Path | None:
 
 def write_results(out: Path) -> None:
     """The results table: each model at the validation-chosen thresholds, plus the reference rows."""
+    from modernenc.pv.data_manifest import describe
     from modernenc.pv.results import finetune_row, format_table, tfidf_row
 
     rows = {
@@ -182,6 +186,6 @@ def write_results(out: Path) -> None:
         for run_name, (label, _) in FINETUNES.items()
     }
     rows["TF-IDF + logistic regression"] = tfidf_row(ADE_SPLIT)
-    text = format_table(rows)
+    text = format_table(rows, data=describe(shared_data_dir()))
     write_text(out, text, kind="report", tool="quickstart")
     print(text)

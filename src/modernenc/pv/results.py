@@ -50,13 +50,15 @@ def finetune_row(run: Path, test_file: Path) -> dict:
     return {"results": report["splits"]["test"]["results"], "examples_per_s": summary.examples_per_s}
 
 
-def format_table(rows: dict[str, dict]) -> str:
-    """Markdown: one line per model and threshold, then the reference rows."""
+def format_table(rows: dict[str, dict], data: str) -> str:
+    """Markdown: one line per model and threshold, then the reference rows. ``data`` names the data it ran
+    on (`data_manifest.describe`)."""
     lines = [
         "# Quickstart results: ADE sentence classification, test split (1,708 sentences)",
         "",
         f"Hardware: {platform.processor() or platform.machine()}, CPU only; ex/s is `modernenc predict` "
         "(batch 64, fp32) on the test file, TF-IDF is vectorise + predict.",
+        f"Data: {data}.",
         "Thresholds are chosen on validation and applied unchanged to test. Recall is the primary metric.",
         "",
         "| model | threshold | F1 | precision | recall | AUROC | ex/s |",

@@ -1,15 +1,23 @@
 """Batch inference with a fine-tuned binary classifier: texts in, decisions out.
 
 The model folder is a Hugging Face export (``config.json``, ``model.safetensors``, ``tokenizer.json``) and
-may hold the decision rule fine-tuning chose (``thresholds.json``, see ``modernenc.tasks.decisions``).
+may hold the decision rules fine-tuning and calibration chose (``thresholds.json``, see
+``modernenc.tasks.decisions``), one per precision.
 
 Inference runs on packed tokens with no padding: texts are tokenized, sorted by length and sent
 ``batch_size`` at a time as one flat sequence with ``cu_seqlens``; the output keeps the input order.
+
+From Python, in three steps (what ``predict_file`` does for a file)::
+
+    model, tokenizer = load_classifier(folder, "cpu", precision="int8")   # fp32, bf16 or int8
+    rule = read_thresholds(folder, "int8")           # that precision's DecisionRule, None if uncalibrated
+    ids, _ = tokenize_texts(tokenizer, texts, rule.max_length, model.config.cls_token_id,
+                            model.config.sep_token_id)
+    probabilities = predict_probabilities(model, ids, positive_label=rule.positive_label)
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -30,9 +38,10 @@ from modernenc.tasks.decisions import (
     DecisionRule,
     read_thresholds,
     resolve_decision,
+    uncalibrated_message,
 )
 from modernenc.utils.outputs import check_output_file, writing_file
-from modernenc.utils.precision import warn_if_bf16_is_slow
+from modernenc.utils.precision import PRECISIONS
 from modernenc.utils.tables import TABLE_FORMATS, read_lines, read_rows
 
 if TYPE_CHECKING:
@@ -45,7 +54,6 @@ logger = logging.getLogger(__name__)
 INPUT_FORMATS = (".txt", *TABLE_FORMATS)
 OUTPUT_FORMATS = (".jsonl", ".csv")
 OUTPUT_COLUMNS = ("probability", "label", "needs_review", "truncated")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 OUTPUT_KIND = "predictions"  # what --force may replace (modernenc.utils.outputs)
 
 
@@ -126,9 +134,10 @@ def _write_rows(rows: Sequence[dict], suffix: str, tmp: Path) -> None:
 
 
 def load_classifier(
-    model_dir: str | Path, device: str | torch.device = "cpu"
+    model_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
 ) -> tuple[ModernEncoderForSequenceClassification, Tokenizer]:
-    """(model in eval mode on ``device``, ``tokenizers.Tokenizer``) from a Hugging Face folder."""
+    """(model in eval mode on ``device`` as its ``precision`` variant, ``tokenizers.Tokenizer``) from a
+    Hugging Face folder. ``precision``: fp32, bf16 or int8 (CPU only); see ``modernenc.model.precision``."""
     from modernenc.data.masking import load_tokenizer
     from modernenc.model import ModernEncoderForSequenceClassification
 
@@ -160,7 +169,7 @@ def load_classifier(
                 model_dir, name, getattr(model.config, name), token, token_id,
             )  # fmt: skip
             setattr(model.config, name, token_id)
-    return model.to(device).eval(), tokenizer
+    return model.to(device).for_inference(precision), tokenizer
 
 
 def check_model_folder(model_dir: str | Path) -> Path:
@@ -201,12 +210,12 @@ def predict_probabilities(
     model: torch.nn.Module,
     token_ids: Sequence[Sequence[int]],
     batch_size: int = 64,
-    dtype: str = "fp32",
     positive_label: int = 1,
     progress: bool = True,
 ) -> np.ndarray:
     """Probability of ``positive_label`` for each sequence, in input order, from packed length-sorted batches.
 
+    The model computes in the precision it was loaded for (``load_classifier(..., precision=...)``).
     Sorting puts similar lengths together, so attention's length buckets waste almost nothing; longest
     first, so a batch too big for memory fails at once rather than at the end.
     """
@@ -214,17 +223,11 @@ def predict_probabilities(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
     device = next(model.parameters()).device
     batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
     probs = np.empty(len(token_ids), dtype=np.float64)
-    autocast = contextlib.nullcontext()
-    if DTYPES[dtype] is not None:
-        warn_if_bf16_is_slow(device)
-        autocast = torch.autocast(device.type, dtype=DTYPES[dtype])
     bar = tqdm(total=len(token_ids), unit="text", desc="predict", disable=not progress)
-    with torch.inference_mode(), autocast, bar:
+    with torch.inference_mode(), bar:
         for chunk in batches:
             batch = collate_packed([(np.asarray(token_ids[i]), 0) for i in chunk])
             inputs = {k: batch[k].to(device) for k in ("input_ids", "cu_seqlens", "position_ids")}
@@ -270,18 +273,37 @@ def _label_names(
     return None  # only transformers' placeholder names: write the class index instead
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; checked, as torch fails late and cryptically."""
+def resolve_device(device: str | None, precision: str = "fp32") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; checked, as torch fails late and cryptically.
+    ``auto`` is the CPU for int8, which runs there only."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and precision != "int8" else "cpu")
     kind, _, index = device.partition(":")
     if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
         raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N (e.g. cuda:1)")
+    if precision == "int8" and device != "cpu":
+        raise ValueError(f"--dtype int8 runs on the CPU only; use --device cpu, or --dtype bf16 on {device}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
     if index and int(index) >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(device)
+
+
+def _warn_if_calibrated_elsewhere(rule: DecisionRule | None) -> None:
+    """int8 probabilities depend on the activation bits this CPU uses; thresholds chosen with other bits
+    still run, but their recall was not measured for these probabilities."""
+    from modernenc.model.precision import int8_activation_bits
+
+    recorded = ((rule and rule.calibration) or {}).get("int8_activation_bits")
+    if rule is not None and rule.precision == "int8" and recorded and recorded != int8_activation_bits():
+        logger.warning(
+            "the int8 thresholds were calibrated with %d-bit activations, and this CPU quantizes them to %d "
+            "bits: probabilities shift a little, so the recall they were chosen for is not guaranteed here; "
+            "calibrate on this machine (modernenc calibrate ... --dtype int8)",
+            recorded,
+            int8_activation_bits(),
+        )
 
 
 def predict_file(
@@ -298,13 +320,24 @@ def predict_file(
     force: bool = False,
     progress: bool = True,
 ) -> PredictionSummary:
-    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review."""
+    """Classify every text of ``input_path`` and write ``out`` with probability, label, needs_review and
+    truncated.
+
+    ``dtype`` (fp32, bf16, int8) is the precision of the model and of the thresholds: a bf16 or int8 run
+    uses the thresholds recorded for it (``modernenc calibrate``), and refuses without them unless
+    ``threshold`` is given."""
+    if dtype not in PRECISIONS:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(PRECISIONS)}")
     out = check_output_path(out, force=force, input_path=input_path, model_dir=model_dir)
     check_model_folder(model_dir)
     rows = read_inputs(input_path, text_column)
-    rule = read_thresholds(model_dir)
-    t, band, source = resolve_decision(rule, threshold, review_band)
-    model, tokenizer = load_classifier(model_dir, _resolve_device(device))
+    precision_rule = read_thresholds(model_dir, dtype)
+    if precision_rule is None and dtype != "fp32" and threshold is None:
+        raise ValueError(uncalibrated_message(model_dir, dtype))
+    rule = precision_rule or read_thresholds(model_dir)  # labels and truncation: shared by every precision
+    t, band, source = resolve_decision(precision_rule, threshold, review_band)
+    model, tokenizer = load_classifier(model_dir, resolve_device(device, dtype), dtype)
+    _warn_if_calibrated_elsewhere(precision_rule)
     config = model.config
     positive = rule.positive_label if rule is not None else 1
     if not 0 <= positive < config.num_labels:
@@ -327,7 +360,7 @@ def predict_file(
             len(ids),
             max_length,
         )
-    probs = predict_probabilities(model, ids, batch_size, dtype, positive, progress)
+    probs = predict_probabilities(model, ids, batch_size, positive, progress)
     seconds = time.perf_counter() - start
 
     negative = 1 - positive

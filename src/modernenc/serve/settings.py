@@ -1,0 +1,49 @@
+"""What an operator sets for one server: address, batching, limits, audit trail. Checked before start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_tokens: int = 8192  # real tokens per packed batch (no padding)
+    max_wait_ms: float = 5.0  # how long the first text of a batch waits for company
+    max_queue_texts: int = 4096  # texts waiting for the model; beyond it, 429
+    max_texts_per_request: int = 256
+    max_request_bytes: int = 2_000_000
+    audit_db: Path = Path("audit.sqlite")
+    audit_store_text: bool = False
+    batching: bool = True  # False: each batch holds one request's texts (for comparisons)
+    body_timeout_s: float = 30.0  # a client that stalls mid-body gets 408, not a handler that waits forever
+    drain_timeout_s: float = 120.0  # after SIGTERM, the longest wait for requests in flight
+    access_log: bool = False
+
+    def check(self, max_length: int) -> None:
+        """Refuse settings that cannot work together, naming the options (``max_length``: the model's)."""
+        positive = {
+            "--max-batch-tokens": self.max_batch_tokens,
+            "--max-queue-texts": self.max_queue_texts,
+            "--max-texts-per-request": self.max_texts_per_request,
+            "--max-request-bytes": self.max_request_bytes,
+        }
+        for option, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1; got {value}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"--max-wait-ms must be >= 0; got {self.max_wait_ms}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be in [0, 65535]; got {self.port}")
+        if self.max_batch_tokens < max_length:
+            raise ValueError(
+                f"--max-batch-tokens {self.max_batch_tokens} is below the model's max_length {max_length}: "
+                "a long text would fit no batch"
+            )
+        if self.max_texts_per_request > self.max_queue_texts:
+            raise ValueError(
+                f"--max-texts-per-request {self.max_texts_per_request} is above --max-queue-texts "
+                f"{self.max_queue_texts}: a full-size request could never be queued"
+            )

@@ -1,0 +1,158 @@
+"""The batch scheduler on its own: every text scored once, in its request's order, within the token budget;
+small requests are not held back by a large one; a client that leaves takes its texts out of the queue.
+
+The "model" scores a sequence by a function of its ids, so a text placed in the wrong slot shows."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from modernenc.serve.batching import BatchScheduler, QueueFull
+
+
+def fake_score(ids):
+    return np.array([sum(seq) * 1000 + len(seq) for seq in ids], dtype=np.float64)
+
+
+class Recorder:
+    """Runs the scheduler with fake_score, recording each batch's (job, text) pairs and each commit."""
+
+    def __init__(self, **settings):
+        self.batches: list[list[tuple]] = []
+        self.finalized: list = []
+        self.threads = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+        defaults = dict(max_batch_tokens=100, max_wait_s=0.0, max_queue_texts=10_000)
+        self.settings = {**defaults, **settings}
+
+    def score(self, ids):
+        self.batches.append([tuple(seq) for seq in ids])
+        return fake_score(ids)
+
+    def finalize(self, jobs):
+        self.finalized += jobs
+        return [job.probabilities.copy() for job in jobs]
+
+    def scheduler(self) -> BatchScheduler:
+        scheduler = BatchScheduler(self.score, self.finalize, *self.threads, **self.settings)
+        scheduler.start()
+        return scheduler
+
+    def submit(self, scheduler, ids):
+        scheduler.admit(len(ids))
+        return scheduler.submit(ids, context=None)
+
+
+def texts(rng, count, low=1, high=30):
+    """Distinct token sequences, so each can be traced to its slot."""
+    return [[rng.randrange(1, 10_000) for _ in range(rng.randint(low, high))] for _ in range(count)]
+
+
+def test_every_text_is_scored_once_in_its_requests_order_within_the_budget():
+    rng = random.Random(0)
+    recorder = Recorder(max_batch_tokens=100, max_wait_s=0.002)
+    requests = [texts(rng, rng.randint(1, 20)) for _ in range(60)]
+    leaving = set(rng.sample(range(60), 10))
+
+    async def main():
+        scheduler = recorder.scheduler()
+
+        async def client(i, ids):
+            await asyncio.sleep(rng.random() * 0.05)
+            job = recorder.submit(scheduler, ids)
+            if i in leaving:
+                await asyncio.sleep(rng.random() * 0.01)
+                scheduler.cancel(job)
+                return None
+            return await job.future
+
+        results = await asyncio.gather(*(client(i, ids) for i, ids in enumerate(requests)))
+        await scheduler.close()
+        return results
+
+    results = asyncio.run(main())
+    for i, (ids, result) in enumerate(zip(requests, results, strict=True)):
+        if i not in leaving:
+            np.testing.assert_array_equal(result, fake_score(ids))
+    scored = [seq for batch in recorder.batches for seq in batch]
+    answered = [tuple(seq) for i, ids in enumerate(requests) if i not in leaving for seq in ids]
+    assert len(set(scored)) == len(scored)  # nothing twice
+    assert set(answered) <= set(scored)
+    assert all(sum(map(len, batch)) <= 100 for batch in recorder.batches)
+    assert len(recorder.batches) < sum(map(len, requests)) // 2  # texts of many requests share batches
+    assert not any(job.cancelled for job in recorder.finalized)  # a client that left gets no audit rows
+
+
+def test_a_large_request_does_not_hold_small_ones_back():
+    big = [[1] * 10 for _ in range(40)]  # 400 tokens: four full batches on its own
+    small = [[2] * 10, [3] * 10]
+    recorder = Recorder(max_batch_tokens=100)
+
+    async def main():
+        scheduler = recorder.scheduler()
+        jobs = [recorder.submit(scheduler, big), recorder.submit(scheduler, small)]  # queued together
+        await asyncio.gather(*(job.future for job in jobs))
+        await scheduler.close()
+
+    asyncio.run(main())
+    first = recorder.batches[0]
+    assert set(map(tuple, small)) <= set(first)  # first batch, though it came second
+    assert sum(map(len, first)) == 100  # and the batch is still full
+
+
+def test_without_batching_each_batch_holds_one_request():
+    rng = random.Random(1)
+    recorder = Recorder(batching=False, max_batch_tokens=1000)
+    requests = [texts(rng, 3, 5, 5) for _ in range(5)]
+
+    async def main():
+        scheduler = recorder.scheduler()
+        jobs = [recorder.submit(scheduler, ids) for ids in requests]
+        await asyncio.gather(*(job.future for job in jobs))
+        await scheduler.close()
+
+    asyncio.run(main())
+    assert recorder.batches == [[tuple(seq) for seq in ids] for ids in requests]
+
+
+def test_a_batch_waits_for_company_up_to_max_wait():
+    recorder = Recorder(max_wait_s=1.0, max_batch_tokens=1000)
+
+    async def main():
+        scheduler = recorder.scheduler()
+        first = recorder.submit(scheduler, [[1, 2, 3]])
+        await asyncio.sleep(0.05)
+        second = recorder.submit(scheduler, [[4, 5]])
+        await asyncio.gather(first.future, second.future)
+        await scheduler.close()
+
+    asyncio.run(main())
+    assert recorder.batches == [[(1, 2, 3), (4, 5)]]
+
+
+def test_room_is_reserved_at_admission_and_returned_on_release_or_cancel():
+    recorder = Recorder(max_queue_texts=5, max_wait_s=10.0, max_batch_tokens=1000)
+
+    async def main():
+        scheduler = recorder.scheduler()
+        scheduler.admit(3)  # a request being tokenized holds its room
+        with pytest.raises(QueueFull) as full:
+            scheduler.admit(3)
+        assert full.value.retry_after >= 1
+        scheduler.release(3)
+        job = recorder.submit(scheduler, [[1], [2], [3], [4]])
+        assert scheduler.queued_texts == 4
+        with pytest.raises(QueueFull):
+            scheduler.admit(2)
+        scheduler.cancel(job)
+        assert scheduler.queued_texts == 0 and job.future.cancelled()
+        scheduler.admit(5)
+        scheduler.release(5)
+        await scheduler.close()
+
+    asyncio.run(main())
+    assert recorder.batches == []
