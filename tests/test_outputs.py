@@ -226,3 +226,19 @@ def test_a_linked_output_folder_is_replaced_where_it_really_is(tmp_path):
         (staging / "model.safetensors").write_text("new")
     assert link.is_symlink() and tree(real) == {"model.safetensors": b"new"}
     assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == ["hf"]
+
+
+def test_a_file_rewritten_inside_a_recorded_folder_stays_part_of_it(tmp_path):
+    """calibrate rewrites thresholds.json beside the weights: the export stays replaceable as a whole, and a
+    folder modernenc never recorded (a downloaded model) gets no record from it."""
+    from modernenc.tasks.decisions import write_thresholds
+
+    ours, theirs = tmp_path / "best-hf", tmp_path / "downloaded"
+    with writing_folder(ours, kind="hf-model", tool="train") as staging:
+        (staging / "model.safetensors").write_text("w")
+    theirs.mkdir()
+    for folder in (ours, theirs):
+        write_thresholds(folder, {"default": 0.5, "target_recall": 0.2}, target_recall=0.9)
+        write_thresholds(folder, {"default": 0.5, "target_recall": 0.25, "max_f1": 0.4}, target_recall=0.9)
+    assert check_output_folder(ours, kind="hf-model", force=True) == ours
+    assert not (theirs / MANIFEST_NAME).exists()

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from modernenc.utils.files import sha256_file
+from modernenc.utils.outputs import record_if_tracked
 from modernenc.utils.precision import PRECISIONS
 from modernenc.utils.tables import read_text
 
@@ -143,6 +144,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_without_nones(data), indent=2) + "\n")
     tmp.replace(path)
+    record_if_tracked(path)  # still a part of a model folder modernenc wrote (utils/outputs.py)
     return path
 
 

@@ -376,7 +376,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
         record(out)  # a part of the run
         from modernenc.tasks.decisions import write_thresholds
 
-        thresholds = write_thresholds(
+        write_thresholds(  # recorded as a part of best-hf, replaced with it
             best_dir,
             report["thresholds"],
             target_recall=cfg.evaluation.target_recall,
@@ -384,7 +384,6 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             positive_label=data.positive_index,
             max_length=cfg.data.max_seq_len,
         )
-        record(thresholds)  # a part of the model folder: replaced with it
         print((out / "report.md").read_text())
         print(f"==> best model in {best_dir}; report and PR curves in {out}")
 

@@ -53,6 +53,8 @@ KINDS = {  # kind -> how a message names an output of it
     "plot": "a plot",
     "recipe": "a recipe yaml",
     "report": "a report",
+    "onnx-model": "an ONNX export (export-onnx)",
+    "audit-export": "an audit export (audit export)",
     "partial": "the unfinished output of a killed run",
 }
 _SHOWN = 5  # names listed in a message before "..."
@@ -165,6 +167,15 @@ def recorded_part(path: str | Path) -> bool:
     path = Path(path)
     entry = read_manifest(path.parent).entries.get(path.name)
     return entry is not None and "kind" not in entry and not _changed(path, entry)
+
+
+def record_if_tracked(path: str | Path) -> None:
+    """After rewriting a file inside a folder modernenc recorded (the thresholds beside a model's weights),
+    record it again as a part of that folder's output; a folder without a record is left without one."""
+    path = Path(path)
+    manifest = read_manifest(path.parent)
+    if manifest.owner is not None or path.name in manifest.entries:
+        record(path)
 
 
 def claim_folder(folder: str | Path, kind: str, tool: str) -> None:
