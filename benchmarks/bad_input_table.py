@@ -319,6 +319,42 @@ MORE_CASES = [
         "prepare-ade --source {d}/ade-broken --out {d}/ade",
         r"{d}/ade-broken/DRUG-AE.rel:1: expected 8 '\|' columns",
     ),
+    Case(
+        "export-onnx into a folder inside the model folder",
+        "modernenc",
+        "export-onnx {d}/clf {d}/clf/onnx",
+        r"the output folder {d}/clf/onnx lies inside the input folder {d}/clf",
+    ),
+    Case(
+        "export-onnx of a training checkpoint",
+        "modernenc",
+        "export-onnx {d}/ckpt.pt {d}/onnx",
+        r"{d}/ckpt.pt",
+    ),
+    Case(
+        "calibrate on a non-UTF-8 validation file",
+        "modernenc",
+        "calibrate {d}/clf --dtype fp32 --validation {d}/latin1.csv --positive-label pos",
+        r"{d}/latin1.csv:3 is not UTF-8",
+    ),
+    Case(
+        "calibrate on validation data of one class",
+        "modernenc",
+        "calibrate {d}/clf --dtype fp32 --validation {d}/one-class.jsonl --positive-label pos",
+        r"{d}/one-class.jsonl",
+    ),
+    Case(
+        "audit export --force onto a file of the user's",
+        "modernenc",
+        "audit export {d}/audit.db --out {d}/notes.csv --force",
+        r"refusing to replace {d}/notes.csv even with --force",
+    ),
+    Case(
+        "fetch-data --force onto a folder that is not a fetch",
+        "modernenc",
+        "fetch-data --out {d}/thesis --force --no-progress",
+        r"{d}/thesis is not empty and holds no manifest.json",
+    ),
     Case("demo --out is a file", "modernenc", "demo --out {d}/afile", r"{d}/afile is a file"),
     Case(
         "demo --out where no file can be created",

@@ -141,6 +141,13 @@ CASES = [
         r"--out folder {d}/thesis is not empty and is not an ADE split folder",
     ),
     Case(
+        "export-onnx --force onto the user's own model folder",
+        "modernenc",
+        "export-onnx {d}/clf {d}/my-model --force",
+        r"output folder {d}/my-model is not empty and is not an ONNX export .*: it holds README.md, "
+        r"model.safetensors",
+    ),
+    Case(
         "demo --force onto the user's own model folder",
         "modernenc",
         "demo --out {d}/my-model --force",

@@ -106,9 +106,9 @@ def _require_onnx() -> None:
 
 def _architecture(model_dir: Path) -> str:
     """The folder's exportable architecture; one sentence when the folder is not a fine-tuned classifier."""
-    config_file = model_dir / CONFIG_NAME
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    from modernenc.tasks.predict import check_model_folder
+
+    config_file = check_model_folder(model_dir) / CONFIG_NAME  # a .pt file: says to export-hf it first
     if not config_file.is_file() or not (model_dir / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(
             f"{model_dir} is not a model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}"
