@@ -30,13 +30,18 @@ def test_finished_stages_are_reused_and_the_rest_run_in_order(monkeypatch, capsy
 def test_a_results_path_that_cannot_be_written_fails_before_any_stage(monkeypatch, tmp_path):
     ran = []
     monkeypatch.setattr(chain, "stages", lambda out: [chain.Stage("a", "x", lambda: False, run=ran.append)])
+    (tmp_path / "README.md").write_text("the user's own file")
     for bad, problem in (
-        (tmp_path / "no" / "x.md", "in a folder that does not exist"),
-        (tmp_path, "a folder"),
+        (
+            tmp_path / "no" / "x.md",
+            f"the results table {tmp_path / 'no' / 'x.md'} is in a folder that does not",
+        ),
+        (tmp_path, f"the results table \\(--out\\) {tmp_path} is a folder"),
+        (tmp_path / "README.md", "refusing to replace .*README.md: modernenc has no record"),
     ):
-        with pytest.raises(chain.ChainError, match=f"the results table {bad} is {problem}"):
+        with pytest.raises((chain.ChainError, ValueError), match=problem):
             chain.run_chain(bad)
-    assert ran == []
+    assert ran == [] and (tmp_path / "README.md").read_text() == "the user's own file"
 
 
 def test_every_stage_is_a_valid_modernenc_command_on_files_that_exist():

@@ -77,7 +77,7 @@ def test_export_of_a_file_that_is_no_checkpoint_names_it(name, tmp_path, capsys)
     assert run_cli("export-hf", path, tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert err.startswith(
-        f"modernenc export-hf: error: {path} is not a composer checkpoint written by train.py ("
+        f"modernenc export-hf: error: {path} is not a composer checkpoint written by train.py"
     )
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
 
@@ -118,4 +118,5 @@ def test_demo_runs_and_an_existing_export_is_refused_before_any_work(tmp_path, c
     assert difference < 1e-4 and "[4/4]" in printed
     assert run_cli("demo", "--out", out, "--preset", "tiny") == 1
     printed = capsys.readouterr()
-    assert "already holds a model; pass --force" in printed.err and "[1/4]" not in printed.out
+    assert "already holds a Hugging Face model folder modernenc wrote; pass --force" in printed.err
+    assert "[1/4]" not in printed.out

@@ -127,15 +127,23 @@ def test_conflicting_sentence_is_a_positive():
     assert (found.positives, found.negatives, found.conflicts) == (["b", "a"], ["c"], 1)
 
 
-def test_refuses_non_empty_out_without_force(tmp_path, capsys):
+def test_force_replaces_only_an_earlier_split_folder(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    assert run(out) == 1
-    assert "--force" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    assert run(out, "--force") == 0
-    assert (out / "notes.txt").read_text() == "keep me"  # --force overwrites only the split files
+    for extra in ((), ("--force",)):  # a folder of the user's is refused, with or without --force
+        assert run(out, *extra) == 1
+        assert "it holds notes.txt" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    assert run(out) == 0  # an empty folder needs no --force
+    assert run(out, "--seed", "7") == 1
+    assert (
+        "already holds an ADE split folder (prepare-ade) modernenc wrote; pass --force"
+        in capsys.readouterr().err
+    )
+    assert run(out, "--seed", "7", "--force") == 0
+    assert json.loads((out / "split_info.json").read_text())["seed"] == 7
     assert counts(read_jsonl(out / "test.jsonl")) == (854, 854)
 
 
@@ -149,7 +157,7 @@ def test_missing_source_errors_name_the_path(tmp_path, capsys):
     assert str(partial / "ADE-NEG.txt") in capsys.readouterr().err
     (partial / "ADE-NEG.txt").write_bytes(b"123 NEG caf\xe9\n")
     assert run(tmp_path / "out", source=partial) == 1
-    assert f"ADE corpus file {partial / 'ADE-NEG.txt'} is not UTF-8" in capsys.readouterr().err
+    assert f"{partial / 'ADE-NEG.txt'}:1 is not UTF-8 (byte 0xe9 at column 12)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -203,3 +211,20 @@ def test_the_checkout_script_is_the_command_with_an_example():
     )
     assert done.returncode == 0 and done.stdout.startswith("usage: data_prep/ade.py")
     assert "example:" in done.stdout
+
+
+def test_empty_corpus_files_and_empty_splits_are_errors(tmp_path, capsys):
+    """An empty file would give empty splits that train, choose thresholds and test on nothing."""
+    source = tmp_path / "corpus"
+    source.mkdir()
+    (source / "DRUG-AE.rel").write_text("")
+    (source / "ADE-NEG.txt").write_text("".join(f"{i} NEG Sentence {i}.\n" for i in range(10)))
+    assert run(tmp_path / "out", source=source) == 1
+    assert f"ADE corpus file {source / 'DRUG-AE.rel'} holds no sentences" in capsys.readouterr().err
+    (source / "DRUG-AE.rel").write_text("1|Rash after amoxicillin.|rash|0|4|amoxicillin|11|22\n" * 2)
+    assert run(tmp_path / "out", source=source) == 1  # one unique positive: 60/20/20 leaves splits empty
+    assert (
+        "only 1 unique positive sentence(s): the train, test split(s) would get none"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()

@@ -133,14 +133,15 @@ def test_one_huge_document_is_chunked_not_truncated(tmp_path, tokenizer):
     # "Anarchism", the first article, is many thousands of tokens long.
     wiki = (DATA / "wikipedia_en" / "AA" / "wiki_00").read_bytes()
     first_doc = wiki[: wiki.index(b"</doc>") + len(b"</doc>\n")]
-    src = tmp_path / "wiki_00"
+    src = tmp_path / "wiki" / "wiki_00"
+    src.parent.mkdir()
     src.write_bytes(first_doc)
     (doc,) = list(read_wikiextractor(src))
     n = len(tokenizer.encode(doc.text, add_special_tokens=False).ids)
     assert n > 5000
 
     out = tmp_path / "mds"
-    assert run(out, [tmp_path], "--max-length", "512") == 0
+    assert run(out, [src.parent], "--max-length", "512") == 0
     chunks = read_chunks(out)
     assert len(chunks) == math.ceil(n / 510)
     assert [len(c) for c in chunks[:-1]] == [512] * (len(chunks) - 1)
@@ -181,6 +182,31 @@ def test_skips_are_counted_with_reasons(tmp_path):
     assert skipped["invalid JSON"] == 1
     assert skipped["missing string field 'text'"] == 1
     assert report["documents_written"]["train"] == 5 + 2
+    # Each reason names its first documents by file and line: the JSONL's lines 6-10 were appended.
+    examples = report["skipped_examples"]
+    assert examples["non-UTF-8 bytes"] == [f"{src}:8", f"{txt}:3"]
+    assert examples["empty document"] == [f"{src}:6", f"{src}:7", f"{txt}:2"]
+    assert examples["invalid JSON"] == [f"{src}:9"]
+
+
+def test_an_output_that_is_not_an_earlier_corpus_is_never_replaced(tmp_path, capsys):
+    """A report.json does not make a folder a corpus; an input inside the output would be deleted with it."""
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    files = {"report.json": "{}", "thesis.tex": "chapter one", "draft.txt": "Aspirin may cause bleeding.\n"}
+    for name, text in files.items():
+        (thesis / name).write_text(text)
+    assert run(thesis, [tmp_path / "thesis" / "draft.txt"], "--force") == 1
+    assert (
+        f"the input {thesis / 'draft.txt'} lies inside the --output folder {thesis}"
+        in capsys.readouterr().err
+    )
+    src, _ = pubmed_slice(tmp_path, 2)
+    assert run(thesis, [src], "--force") == 1
+    assert "it holds draft.txt, report.json, thesis.tex" in capsys.readouterr().err
+    assert run(tmp_path, [tmp_path], "--force") == 1
+    assert f"the --output folder {tmp_path} is also an input" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in thesis.iterdir()} == files
 
 
 def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):
@@ -189,8 +215,9 @@ def test_no_usable_document_is_an_error_that_leaves_no_corpus(tmp_path, capsys):
     out = tmp_path / "mds"
     assert run(out, [txt], "--format", "jsonl") == 1  # every line is invalid JSON
     assert capsys.readouterr().err == (
-        ERR + "no documents were usable: read 2, skipped 2 (invalid JSON: 2), dropped 0 by "
-        "decontamination; nothing was written (check --format and --text-field)\n"
+        ERR + f"no documents were usable: read 2, skipped 2 (invalid JSON: 2 at {txt}:1, {txt}:2), dropped 0 "
+        "by decontamination; nothing was written (each line of a JSONL file must be one JSON object; check "
+        "--format and --text-field)\n"
     )
     assert not out.exists()  # no index.json or report.json for train.py to mistake for data
     out.mkdir()
@@ -268,13 +295,15 @@ def test_failed_force_rerun_keeps_the_earlier_corpus(tmp_path, capsys):
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text("not json\n")
-    (tmp_path / ".mds.partial").mkdir()  # what a killed run leaves
+    killed = tmp_path / ".mds.k1ll3d.partial"  # what a killed run leaves: a staging folder, marked as such
+    killed.mkdir()
+    (killed / ".modernenc-outputs.json").write_text('{"owner": {"kind": "partial"}, "entries": {}}')
     assert run(out, [bad_json], "--force") == 1  # fails after tokenizing started
     assert "no documents were usable" in capsys.readouterr().err
     assert run(out, [tmp_path / "missing"], "--force") == 1
     assert run(out, [src], "--force", "--tokenizer", str(tmp_path / "no-tokenizer.json")) == 1
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert not (tmp_path / ".mds.partial").exists()
+    assert not killed.exists()
 
 
 def test_force_refuses_to_wipe_a_foreign_folder(tmp_path, capsys):
@@ -283,7 +312,10 @@ def test_force_refuses_to_wipe_a_foreign_folder(tmp_path, capsys):
     out.mkdir()
     (out / "notes.txt").write_text("precious")
     assert run(out, [src], "--force") == 1
-    assert "does not look like a prepared corpus" in capsys.readouterr().err
+    assert (
+        "is not a prepared corpus (prepare-data) modernenc wrote: it holds notes.txt"
+        in capsys.readouterr().err
+    )
     assert (out / "notes.txt").read_text() == "precious"
 
 
@@ -420,7 +452,7 @@ def test_a_decontamination_set_that_yields_nothing_is_an_error(tmp_path, capsys)
     eval_set.write_bytes(b"caf\xe9 au lait\n")
     eval_set.rename(tmp_path / "test.txt")
     assert run(tmp_path / "mds", [src], "--decontaminate", str(tmp_path / "test.txt")) == 1
-    assert f"decontamination set {tmp_path / 'test.txt'} is not UTF-8" in capsys.readouterr().err
+    assert f"{tmp_path / 'test.txt'}:1 is not UTF-8 (byte 0xe9 at column 4)" in capsys.readouterr().err
     assert not (tmp_path / "mds").exists()
 
 

@@ -81,13 +81,13 @@ def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys):
     common = ["--vocab-size", "600", "--no-progress"]
     assert train(["--input", str(docs), "--output", str(out), *common]) == 1  # no "text" field anywhere
     err = capsys.readouterr().err
-    assert "no document had text to train on (" in err and "check --text-field" in err
+    assert "no document had text to train on (" in err and "check --format and --text-field" in err
     assert not out.exists()
     assert train(["--input", str(docs), "--output", str(out), "--min-frequency", "-1", *common]) == 1
     assert "--min-frequency must be at least 1" in capsys.readouterr().err
     docs_file_as_output = ["--input", str(docs), "--text-field", "body", "--output", str(docs), *common]
     assert train(docs_file_as_output) == 1
-    assert f"--output {docs} is a file" in capsys.readouterr().err
+    assert f"--output folder {docs} is a file" in capsys.readouterr().err
 
 
 def test_decontaminate_keeps_held_out_documents_out_of_the_vocabulary(tmp_path, capsys):
@@ -114,3 +114,22 @@ def test_decontaminate_keeps_held_out_documents_out_of_the_vocabulary(tmp_path, 
     }
     assert any("Zorb" in token for token in vocab["all"])
     assert not any("Zorb" in token for token in vocab["clean"])
+
+
+def test_the_output_is_checked_before_training(tmp_path, capsys, monkeypatch):
+    """Training takes minutes on a real corpus; an output that cannot be written must fail first."""
+    import modernenc.data.tokenizer_training as training
+
+    trained = []
+    monkeypatch.setattr(training, "train_bpe", lambda *a, **k: trained.append(1))
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Rash after amoxicillin.\n")
+    (tmp_path / "afile").write_text("a file")
+    common = ["--input", str(docs), "--vocab-size", "600", "--no-progress"]
+    assert train([*common, "--output", str(tmp_path / "afile" / "tok")]) == 1
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "tokenizer.json").write_text("the user's")
+    assert train([*common, "--output", str(tmp_path / "mine"), "--force"]) == 1
+    assert "is not a tokenizer (train-tokenizer) modernenc wrote" in capsys.readouterr().err
+    assert trained == [] and (tmp_path / "mine" / "tokenizer.json").read_text() == "the user's"

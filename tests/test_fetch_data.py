@@ -391,6 +391,14 @@ def test_a_folder_fetched_from_other_pins_asks_for_force(fetched, tmp_path, monk
     )
 
 
+def test_force_refetches_but_never_replaces_a_file_put_in_beside_the_fetch(fetched, mirror, tmp_path, capsys):
+    folder = copy_of(fetched, tmp_path)
+    (folder / "pubmed" / "my_notes.txt").write_text("keep me")
+    err = cli_error(capsys, "fetch-data", "--out", folder, "--mirror", mirror, "--force")
+    assert f"{folder} holds files fetch-data did not write: pubmed/my_notes.txt; refusing" in err
+    assert (folder / "pubmed" / "my_notes.txt").read_text() == "keep me"
+
+
 def test_a_folder_that_is_not_a_fetch_is_never_touched(mirror, tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

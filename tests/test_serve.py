@@ -501,6 +501,10 @@ def test_review_flow_appends_reviews_and_export_shows_the_latest(server, tmp_pat
     )
     assert exported[clear[0]]["review_verdict"] is None and exported[clear[0]]["reviews"] == 0
     assert "already exists" in cli_error(capsys, "audit", "export", db, "--out", out)
+    assert run_cli("audit", "export", db, "--out", out, "--force") == 0  # its own earlier export
+    (tmp_path / "notes.jsonl").write_text("the user's\n")  # --force never replaces another file
+    refused = cli_error(capsys, "audit", "export", db, "--out", tmp_path / "notes.jsonl", "--force")
+    assert "refusing to replace" in refused and (tmp_path / "notes.jsonl").read_text() == "the user's\n"
     csv_out = tmp_path / "decisions.csv"
     assert run_cli("audit", "export", db, "--out", csv_out, "--since", "2999-01-01") == 0
     assert csv_out.read_text().count("\n") == 1  # the header only: nothing from the future

@@ -83,24 +83,29 @@ def test_an_existing_output_needs_force_and_force_replaces_only_an_export(classi
     out = tmp_path / "onnx"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    message = cli_error(capsys, "export-onnx", classifier, out)
-    assert (
-        message
-        == f"modernenc export-onnx: error: output folder {out} already exists; pass --force to replace it"
-    )
-    message = cli_error(capsys, "export-onnx", classifier, out, "--force")
-    assert message == (
-        f"modernenc export-onnx: error: {out} is not an earlier ONNX export (it has no onnx_export.json), so "
-        "--force does not replace it; remove it yourself or choose another output folder"
-    )
+    for force in ((), ("--force",)):  # a folder of the user's is never replaced
+        message = cli_error(capsys, "export-onnx", classifier, out, *force)
+        assert message == (
+            f"modernenc export-onnx: error: the output folder {out} is not empty and is not an ONNX export "
+            "(export-onnx) modernenc wrote: it holds keep.txt. Refusing to replace it even with --force; "
+            "choose a new or empty folder"
+        )
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / "keep.txt").unlink()
-    export_onnx(classifier, out, force=True, check_texts=TEXTS[:2])  # an empty folder may be filled
+    export_onnx(classifier, out, check_texts=TEXTS[:2])  # an empty folder may be filled
+    message = cli_error(capsys, "export-onnx", classifier, out)
+    assert message.endswith(
+        f"{out} already holds an ONNX export (export-onnx) modernenc wrote; pass --force to replace it"
+    )
     export_onnx(classifier, out, force=True, check_texts=TEXTS[:2])  # and an earlier export replaced
-    assert (out / "model.onnx").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.onnx").is_file()
+    (out / "notes.md").write_text("the user's, inside the export")
+    message = cli_error(capsys, "export-onnx", classifier, out, "--force")
+    assert "holds files modernenc did not write there (or that changed since): notes.md" in message
     message = cli_error(capsys, "export-onnx", classifier, classifier.parent, "--force")
     assert message.endswith(
-        f"output folder {classifier.parent} holds the model folder {classifier}; choose another"
+        f"the input {classifier} lies inside the output folder {classifier.parent}, which this command "
+        "replaces; choose another output folder"
     )
 
 

@@ -137,6 +137,10 @@ def test_packed_sorted_predictions_match_transformers(pooling, classifiers, tmp_
         summary.truncated == 1
         and "1 of 32 texts were longer than 40 tokens and were truncated" in caplog.text
     )
+    # Every row says whether the model saw all of it; the truth: transformers' own token count.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    cut = [len(tokenizer(t)["input_ids"]) > MAX_LENGTH for t in TEXTS]
+    assert [r["truncated"] for r in out] == cut and sum(cut) == 1
 
 
 def test_txt_and_csv_inputs_give_the_same_probabilities(model_dir, tmp_path):
@@ -156,7 +160,7 @@ def test_txt_and_csv_inputs_give_the_same_probabilities(model_dir, tmp_path):
     assert [r["text"] for r in from_txt] == texts and [r["sentence"] for r in from_csv] == texts
     assert [r["line"] for r in from_txt][4:7] == [5, 7, 8]  # line numbers point into the file
     assert [r["doc_id"] for r in from_csv] == [str(i) for i in range(len(texts))]
-    assert list(from_csv[0]) == ["doc_id", "sentence", "probability", "label", "needs_review"]
+    assert list(from_csv[0]) == ["doc_id", "sentence", "probability", "label", "needs_review", "truncated"]
     for a, b in zip(from_txt, from_csv, strict=True):
         assert abs(a["probability"] - float(b["probability"])) < 1e-12
         assert str(a["needs_review"]) == b["needs_review"] and a["label"] == b["label"]
@@ -237,9 +241,17 @@ def test_cli_refuses_to_overwrite_without_force(model_dir, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     out.write_text("keep me\n")
     message = cli_error(capsys, "predict", str(model_dir), str(src), "--out", str(out))
-    assert message == f"modernenc predict: error: output {out} already exists; pass --force to overwrite it"
+    assert message == f"modernenc predict: error: the --out {out} already exists; pass --force to replace it"
+    message = cli_error(capsys, "predict", str(model_dir), str(src), "--out", str(out), "--force")
+    assert message == (  # not predictions modernenc wrote: kept even with --force
+        f"modernenc predict: error: refusing to replace {out} even with --force: modernenc has no record "
+        f"of writing it (no entry in {tmp_path / '.modernenc-outputs.json'}). Move it away or choose "
+        "another --out"
+    )
     assert out.read_text() == "keep me\n"
 
+    out.unlink()
+    main(["predict", str(model_dir), str(src), "--out", str(out)])
     main(["predict", str(model_dir), str(src), "--out", str(out), "--force", "--threshold", "0.5"])
     assert len(read_jsonl(out)) == 4
     printed = capsys.readouterr().out
@@ -354,3 +366,14 @@ def test_texts_are_framed_with_the_tokenizers_special_ids_as_in_fine_tuning(tmp_
     expected = reference_probabilities(folder, texts)
     assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-4
     assert "config.json says cls_token_id=5 but its tokenizer's [CLS] is 50281" in caplog.text
+
+
+def test_a_training_checkpoint_given_as_the_model_folder_says_what_to_pass(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "Rash after amoxicillin."}])
+    checkpoint = tmp_path / "latest-rank0.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    message = cli_error(capsys, "predict", checkpoint, src, "--out", tmp_path / "p.jsonl")
+    assert message == (
+        f"modernenc predict: error: {checkpoint} is a training checkpoint, not a model folder; export it "
+        f"first (modernenc export-hf {checkpoint} OUT_FOLDER --tokenizer TOKENIZER) and pass OUT_FOLDER"
+    )

@@ -55,3 +55,24 @@ def test_jsonl_lines_split_on_newline_only_and_a_bom_is_dropped(tmp_path):
     (tmp_path / "bad.jsonl").write_text(body + "{oops\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.jsonl:5 is not valid JSON"):  # line 5 of the file
         read_rows(tmp_path / "bad.jsonl", ["text"])
+
+
+@pytest.mark.parametrize(
+    "name, data, line, column",
+    [
+        ("a.jsonl", b'{"text": "fine"}\n{"text": "caf\xe9"}\n', 2, 14),
+        ("a.csv", b"text,label\nfine,0\ncaf\xe9,1\n", 3, 4),
+    ],
+)
+def test_non_utf8_input_names_the_file_the_line_and_the_fix(tmp_path, name, data, line, column):
+    """Every table reader decodes through one place; codec errors name no file and count bytes, not lines."""
+    from modernenc.utils.tables import read_lines
+
+    (tmp_path / name).write_bytes(data)
+    expected = (
+        rf"{name}:{line} is not UTF-8 \(byte 0xe9 at column {column}\); save the file as UTF-8, e.g. iconv"
+    )
+    with pytest.raises(ValueError, match=expected):
+        read_rows(tmp_path / name, ["text"])
+    with pytest.raises(ValueError, match=expected):  # and the plain line reader (predict's .txt, corpora)
+        read_lines(tmp_path / name)

@@ -187,3 +187,19 @@ def test_a_bad_tokenizer_or_output_name_fails_before_anything_is_written(run_fol
         assert not (tmp_path / name).exists()
     with pytest.raises(ValueError, match=r"must end in \.pt"):
         average_checkpoints([run_folder / "ep0-ba3-rank0.pt"], tmp_path / "avg.bin")
+
+
+def test_a_torn_member_is_named(run_folder, tmp_path, capsys):
+    """What a kill during composer's in-place save leaves: the error names the file, not torch's reader."""
+    torn = tmp_path / "run"
+    torn.mkdir()
+    for name in ("ep0-ba1-rank0.pt", "ep0-ba2-rank0.pt"):
+        shutil.copy(run_folder / name, torn / name)
+    whole = (torn / "ep0-ba2-rank0.pt").read_bytes()
+    (torn / "ep0-ba2-rank0.pt").write_bytes(whole[: len(whole) // 3])
+    message = cli_error(capsys, "average-checkpoints", torn, tmp_path / "avg.pt", "--last", "2")
+    assert (
+        f"{torn / 'ep0-ba2-rank0.pt'} is not a composer checkpoint written by train.py, or it was cut short"
+        in message
+    )
+    assert not (tmp_path / "avg.pt").exists()

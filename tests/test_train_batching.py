@@ -120,9 +120,17 @@ def test_plot_schedule_refuses_to_overwrite_without_force_and_a_world_below_one(
     yaml.write_text(WSD_YAML)
     out.write_bytes(b"keep me")
     message = cli_error(capsys, "plot-schedule", str(yaml), "--out", str(out))
-    assert message == (f"modernenc plot-schedule: error: {out} already exists; pass --force to overwrite it")
-    assert out.read_bytes() == b"keep me"
-    cli_main(["plot-schedule", str(yaml), "--out", str(out), "--force"])
+    assert (
+        message
+        == f"modernenc plot-schedule: error: the --out {out} already exists; pass --force to replace it"
+    )
+    message = cli_error(capsys, "plot-schedule", str(yaml), "--out", str(out), "--force")
+    assert f"refusing to replace {out} even with --force: modernenc has no record of writing it" in message
+    assert out.read_bytes() == b"keep me"  # not a plot modernenc wrote
+    out.unlink()
+    cli_main(["plot-schedule", str(yaml), "--out", str(out)])
+    assert "already exists" in cli_error(capsys, "plot-schedule", str(yaml), "--out", str(out))
+    cli_main(["plot-schedule", str(yaml), "--out", str(out), "--force"])  # its own plot: replaced
     assert out.read_bytes()[:4] == b"\x89PNG" and "wrote" in capsys.readouterr().out
     for world in ("0", "-2"):  # 0 used to fall back to $WORLD_SIZE silently
         message = cli_error(

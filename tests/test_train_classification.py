@@ -161,6 +161,18 @@ def test_positive_class_is_never_guessed_from_names_it_cannot_read():
         positive_class(["no", "yes"], "True")
 
 
+def test_training_data_with_one_class_is_named_as_such(tmp_path, ade_dir):
+    one_class = tmp_path / "train.jsonl"
+    one_class.write_text("".join(json.dumps({"text": f"sentence {i}", "label": 1}) + "\n" for i in range(4)))
+    cfg = load_config(
+        write_yaml(tmp_path, ade_dir), [f"data.train={one_class}", "data.eval=null", "data.test=null"]
+    )
+    with pytest.raises(
+        ValueError, match=rf"{one_class} has one class: every row's 'label' is '1'; a classifier"
+    ):
+        build_task(cfg)
+
+
 def test_validation_without_positives_is_refused_before_training(tmp_path, ade_dir):
     rows = [json.loads(line) for line in (ade_dir / "validation.jsonl").read_text().splitlines()]
     only_negative = tmp_path / "validation.jsonl"

@@ -94,6 +94,35 @@ def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
         load_config(write_yaml(tmp_path, wiki_shards), override.split())
 
 
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("- run_name: x\n", [], r"the top level must be a mapping of keys to values .*, not a list"),
+        ("just a string\n", [], r"the top level must be a mapping .*, not a string"),
+        ("", [], r"required key\(s\) not set: data.tokenizer, data.train, run_name$"),
+        (
+            "model: {preset: tiny}\n",
+            ["data.train=x", "data.tokenizer=y"],
+            r"required key\(s\) not set: run_name$",
+        ),
+        ("run_name: a\nmodel: [1, 2]\n", [], r"key 'model' must be a mapping .*, not a list"),
+        ("run_name: a\n", ["data.batch_size_warmup=5"], r"key 'data.batch_size_warmup' must be a mapping"),
+        ("run_name: a\n", ["data.train=[oops"], r"override 'data.train=\[oops' cannot be parsed"),
+        ("run_name: a\nrun_name: b\n", [], r"c.yaml:2 is not valid YAML: found duplicate key run_name"),
+        (
+            "run_name: a\nsave_folder: ${nowhere}\n",
+            ["data.train=x", "data.tokenizer=y"],
+            r"key 'save_folder' \(\$\{nowhere\}\) cannot be resolved: Interpolation key 'nowhere' not found",
+        ),
+    ],
+)
+def test_a_yaml_of_the_wrong_shape_names_the_problem(tmp_path, text, overrides, message):
+    """omegaconf's own errors name an interpolating key, a key that is the text itself, or no key."""
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml", overrides)
+
+
 def test_missing_data_fails_before_the_model_is_built(tmp_path, wiki_shards):
     cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.train={tmp_path / 'nowhere'}"])
     with pytest.raises(ConfigError, match=r"data\.train: no MDS shards at"):
@@ -212,6 +241,106 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_curve(tmp_path, wiki_shar
         assert got[step] == pytest.approx(loss, abs=1e-6), f"batch {step}"
 
 
+def final_weights(run_folder: Path) -> dict[str, torch.Tensor]:
+    return load_composer_checkpoint(run_folder / "latest-rank0.pt").state_dict()
+
+
+def test_a_torn_newest_checkpoint_is_set_aside_and_the_run_resumes_to_the_same_weights(
+    tmp_path, wiki_shards, straight_run, capsys
+):
+    """What composer's in-place write left after a kill during the ba4 save: a complete ba2, a cut-short
+    ba4 under its final name, and `latest` pointing at it. Also: keep-N counts the earlier process's ba2."""
+    straight_folder, _ = straight_run
+    yaml = write_yaml(tmp_path, wiki_shards, save_num_checkpoints_to_keep="1")
+    first = build_trainer(load_config(yaml, ["max_duration=2ba"]))
+    first.fit()
+    first.close()
+    run = tmp_path / "run"
+    whole = (straight_folder / "ep0-ba4-rank0.pt").read_bytes()
+    (run / "ep0-ba4-rank0.pt").write_bytes(whole[: len(whole) // 2])
+    (run / "latest-rank0.pt").unlink()
+    (run / "latest-rank0.pt").symlink_to("ep0-ba4-rank0.pt")
+    capsys.readouterr()
+
+    resumed = build_trainer(load_config(yaml, ["autoresume=true"]))
+    printed = capsys.readouterr().out
+    assert f"set aside {run / 'ep0-ba4-rank0.pt'} as ep0-ba4-rank0.pt.damaged: " in printed
+    assert "cut short" in printed
+    assert f"resumed from {run / 'ep0-ba2-rank0.pt'} at step 2" in printed
+    resumed.fit()
+    resumed.close()
+    torch.testing.assert_close(final_weights(run), final_weights(straight_folder), atol=0, rtol=0)
+    # keep=1: the ba2 the first process left is rotated out too; the damaged file stays for inspection.
+    assert sorted(p.name for p in run.iterdir() if p.suffix != ".png" and not p.name.startswith(".")) == [
+        "ep0-ba4-rank0.pt",
+        "ep0-ba4-rank0.pt.damaged",
+        "latest-rank0.pt",
+    ]
+
+
+def test_resume_point_takes_a_copied_in_latest_file_and_never_replaces_it(tmp_path, straight_run):
+    """A checkpoint copied in as latest-rank0.pt (no ep*-ba* files) is resumed from, as composer does; a
+    latest that is a file of its own is never turned into a link."""
+    from modernenc.train.checkpointing import find_resume_checkpoint
+
+    straight_folder, _ = straight_run
+    copied = tmp_path / "latest-rank0.pt"
+    shutil.copy(straight_folder / "ep0-ba2-rank0.pt", copied)
+    point = find_resume_checkpoint(tmp_path)
+    assert point.path == copied and point.set_aside == []
+    shutil.copy(straight_folder / "ep0-ba4-rank0.pt", tmp_path / "ep0-ba4-rank0.pt")
+    assert find_resume_checkpoint(tmp_path).path == tmp_path / "ep0-ba4-rank0.pt"
+    assert (
+        not copied.is_symlink() and copied.read_bytes() == (straight_folder / "ep0-ba2-rank0.pt").read_bytes()
+    )
+    assert find_resume_checkpoint(tmp_path / "nowhere").path is None
+
+
+KILL_DURING_SECOND_SAVE = """
+import io, os, signal, sys
+import torch
+real_save, saves = torch.save, []
+
+def save_half_then_die(obj, f, *args, **kwargs):  # composer's checkpoint write goes through torch.save
+    saves.append(1)
+    if len(saves) < 2:
+        return real_save(obj, f, *args, **kwargs)
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save_half_then_die
+from modernenc.cli import main
+main(["train", *sys.argv[1:]])
+"""
+
+
+def test_a_kill_during_a_checkpoint_save_leaves_no_torn_file_and_resumes_exactly(
+    tmp_path, wiki_shards, straight_run
+):
+    """A real SIGKILL half-way through writing ep0-ba4: no file under a final name is torn, and autoresume
+    continues from ba2 to the uninterrupted run's weights."""
+    straight_folder, _ = straight_run
+    yaml = write_yaml(tmp_path, wiki_shards)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SECOND_SAVE, str(yaml)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    names = sorted(p.name for p in run.iterdir())
+    assert "ep0-ba4-rank0.pt" not in names and "ep0-ba2-rank0.pt" in names
+    assert any(n.startswith(".ep0-ba4-rank0.pt.") for n in names)  # the torn write, under its temporary name
+    assert os.readlink(run / "latest-rank0.pt") == "ep0-ba2-rank0.pt"
+
+    resumed = build_trainer(load_config(yaml, ["autoresume=true"]))
+    resumed.fit()
+    resumed.close()
+    torch.testing.assert_close(final_weights(run), final_weights(straight_folder), atol=0, rtol=0)
+    assert not [p.name for p in run.iterdir() if ".partial" in p.name]  # the torn write was cleared
+
+
 def test_resume_with_another_architecture_is_refused(tmp_path, wiki_shards, straight_run):
     run_folder, _ = straight_run
     cfg = load_config(
@@ -248,18 +377,40 @@ def test_existing_run_is_not_overwritten_without_consent(tmp_path, wiki_shards):
     assert (run / "ep0-ba2-rank0.pt").read_bytes() == b"earlier run"
 
 
-def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_shards):
+def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_shards, capsys):
     """Left beside the new run, old checkpoints would be averaged with its own, and an old best-hf or
-    report would pass for the new run's."""
+    report would pass for the new run's. Only what the earlier run recorded goes."""
+    from modernenc.utils.outputs import claim_folder, record, writing_folder
+
     run = tmp_path / "run"
-    (run / "best-hf").mkdir(parents=True)
-    earlier = ["ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt", "curves.png", "best-hf/model.safetensors"]
-    for name in earlier:
+    claim_folder(run, "train-run", "train")
+    for name in ("ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt", "curves.png"):
         (run / name).write_bytes(b"earlier run")
+        record(run / name)  # what the run's writers do
     (run / "latest-rank0.pt").symlink_to("ep0-ba4-rank0.pt")
+    record(run / "latest-rank0.pt")
+    with writing_folder(run / "best-hf", kind="hf-model", tool="train") as staging:
+        (staging / "model.safetensors").write_bytes(b"earlier run")
+    record(run / "best-hf")
+    (run / "best-hf" / "my-notes.md").write_text("the user's own file, inside the earlier best model")
     (run / "notes.txt").write_text("the user's own file")
     build_trainer(load_config(write_yaml(tmp_path, wiki_shards), ["force=true"]))
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if not p.name.startswith("."))
+    assert left == ["best-hf", "best-hf/my-notes.md", "notes.txt"]
+    assert "kept best-hf, notes.txt in" in capsys.readouterr().out
+
+
+def test_force_refuses_checkpoints_no_run_recorded(tmp_path, wiki_shards):
+    """A save folder of someone else's (or an older modernenc's): nothing in it is provably the run's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("ep0-ba2-rank0.pt", "notes.txt"):
+        (run / name).write_bytes(b"not written by a modernenc run")
+    with pytest.raises(
+        ConfigError, match=r"holds ep0-ba2-rank0.pt, which modernenc has no record of writing"
+    ):
+        build_trainer(load_config(write_yaml(tmp_path, wiki_shards), ["force=true"]))
+    assert sorted(p.name for p in run.iterdir()) == ["ep0-ba2-rank0.pt", "notes.txt"]
 
 
 def test_a_restart_from_the_runs_own_checkpoint_is_refused_before_anything_is_removed(
@@ -329,10 +480,13 @@ def test_a_checkpoint_must_have_the_sizes_of_a_preset_given_beside_it(tmp_path, 
     ):
         build_model(load_config(yaml, [f"model.init_from={folder}", tokenizer]))
     # With force=true, the earlier run in the save folder is removed only once the new run has built.
-    earlier = tmp_path / "run" / "ep0-ba2-rank0.pt"
-    earlier.parent.mkdir()
-    earlier.write_bytes(b"earlier run")
     from modernenc.train.builders import build_task
+    from modernenc.utils.outputs import claim_folder, record
+
+    earlier = tmp_path / "run" / "ep0-ba2-rank0.pt"
+    claim_folder(earlier.parent, "train-run", "train")
+    earlier.write_bytes(b"earlier run")
+    record(earlier)
 
     with pytest.raises(ConfigError, match="not the sizes of model.preset=mini"):
         build_task(

@@ -294,7 +294,8 @@ def test_cli_tiles_a_folder_copies_its_tokenizer_and_keeps_earlier_output(tmp_pa
     big = ModernEncoderForMaskedLM.from_pretrained(out)
     assert big.config.hidden_size == 256
     before = (out / "model.safetensors").read_bytes()
-    assert "already holds a checkpoint" in cli_error(capsys, "tile", str(src), str(out), "--preset", "mini")
+    refused = cli_error(capsys, "tile", str(src), str(out), "--preset", "mini")
+    assert "already holds a Hugging Face model folder modernenc wrote; pass --force" in refused
     assert (out / "model.safetensors").read_bytes() == before
     main(["tile", str(src), str(out), "--preset", "mini", "--force"])
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
 
 from modernenc.cli.command import Command, CommandError
 from modernenc.data.corpus import FORMATS
@@ -93,9 +92,7 @@ def _decontaminator(args: argparse.Namespace):
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from modernenc.data.corpus import iter_documents
-    from modernenc.data.masking import load_tokenizer
-    from modernenc.data.mds import check_output_dir, staged_output_dir, write_mds_corpus
+    from modernenc.utils.outputs import check_output_folder, writing_folder
 
     if not 0.0 <= args.validation_fraction < 1.0:
         raise CommandError(f"--validation-fraction must be in [0, 1); got {args.validation_fraction}")
@@ -103,7 +100,24 @@ def _prepare(args: argparse.Namespace) -> None:
         raise CommandError(
             f"--max-length must leave room for [CLS], [SEP] and a token (>= 3); got {args.max_length}"
         )
-    out = check_output_dir(args.output, args.force)
+    local_inputs = [] if args.format == "hf" else args.input
+    out = check_output_folder(
+        args.output,
+        kind="mds-corpus",
+        force=args.force,
+        inputs=[*local_inputs, args.tokenizer, *args.decontaminate],
+        what="--output folder",
+    )
+    from streaming.base.util import bytes_to_int
+
+    from modernenc.data.corpus import iter_documents  # after the checks: these load torch (seconds)
+    from modernenc.data.masking import load_tokenizer
+    from modernenc.data.mds import write_mds_corpus
+
+    try:
+        bytes_to_int(args.shard_size)
+    except ValueError:
+        raise CommandError(f"--shard-size {args.shard_size!r} is not a size, e.g. 64mb or 1gb") from None
     tokenizer = load_tokenizer(args.tokenizer)
     decontaminator = _decontaminator(args)
     documents = iter_documents(
@@ -117,7 +131,7 @@ def _prepare(args: argparse.Namespace) -> None:
         hf_data_files=args.hf_data_files,
     )
     try:
-        with staged_output_dir(out) as staging:
+        with writing_folder(out, kind="mds-corpus", tool="prepare-data") as staging:
             report = write_mds_corpus(
                 documents,
                 tokenizer,
@@ -163,46 +177,47 @@ def _tokenizer_args(p: argparse.ArgumentParser) -> None:
 def _train_tokenizer(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from modernenc.data.corpus import iter_documents
+    from modernenc.data.corpus import SkippedDocuments, iter_documents
     from modernenc.data.tokenizer_training import SPECIAL_TOKENS, save_hf, train_bpe
+    from modernenc.utils.outputs import check_output_folder, writing_folder
 
-    out = Path(args.output)
-    if (out / "tokenizer.json").exists() and not args.force:
-        raise CommandError(f"{out / 'tokenizer.json'} exists; pass --force to overwrite")
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--output {out} is a file; pass a folder")
+    out = check_output_folder(
+        args.output,
+        kind="tokenizer",
+        force=args.force,
+        inputs=[] if args.format == "hf" else args.input,
+        what="--output folder",
+    )
     if args.vocab_size <= len(SPECIAL_TOKENS) + 256:
         raise CommandError("--vocab-size must exceed the 256 byte symbols plus the special tokens")
     for name in ("min_frequency", "pad_to_multiple_of", "model_max_length"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     decontaminator = _decontaminator(args)
-    skipped: Counter[str] = Counter()
+    skipped = SkippedDocuments()
     used = 0
 
     def texts(docs: Iterator) -> Iterator[str]:  # of data.corpus.Document
         nonlocal used
         for doc in tqdm(docs, unit="doc", desc="reading", disable=args.no_progress, mininterval=1.0):
             if doc.skip_reason is None and decontaminator and decontaminator.contains_eval_sentence(doc.text):
-                skipped["contains an evaluation sentence (--decontaminate)"] += 1
+                skipped.add(replace(doc, skip_reason="contains an evaluation sentence (--decontaminate)"))
             elif doc.skip_reason is None:
                 used += 1
                 yield doc.text
             else:
-                skipped[doc.skip_reason] += 1
+                skipped.add(doc)
 
     docs = iter_documents(args.input, args.format, text_field=args.text_field, text_split=args.text_split)
     tok = train_bpe(texts(docs), args.vocab_size, args.min_frequency, args.pad_to_multiple_of)
     if used == 0:  # a BPE of byte symbols only; nothing is written
-        reasons = ", ".join(f"{r}: {n:,}" for r, n in skipped.most_common()) or "the input holds none"
-        raise CommandError(f"no document had text to train on ({reasons}); check --text-field")
-    out.mkdir(parents=True, exist_ok=True)
-    save_hf(tok, out, args.model_max_length)
+        reasons = skipped.inline() or "the input holds none"
+        fixes = "; ".join([*skipped.fixes(), "check --format and --text-field"])
+        raise CommandError(f"no document had text to train on ({reasons}); {fixes}")
+    with writing_folder(out, kind="tokenizer", tool="train-tokenizer") as staging:
+        save_hf(tok, staging, args.model_max_length)
     print(f"vocabulary {tok.get_vocab_size(with_added_tokens=True):,} tokens; saved to {out}")
-    print(
-        f"skipped documents {sum(skipped.values()):,}"
-        + "".join(f"\n  {r}: {n:,}" for r, n in skipped.items())
-    )
+    print("\n".join([f"skipped documents {skipped.total:,}", *skipped.lines()]))
 
 
 LEAKS_EXAMPLE = """example:

@@ -33,7 +33,9 @@ def _ade_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep all negatives (natural class imbalance) instead of sub-sampling to the positives",
     )
-    p.add_argument("--force", action="store_true", help="overwrite the split files in a non-empty --out")
+    p.add_argument(
+        "--force", action="store_true", help="replace the splits an earlier prepare-ade wrote in --out"
+    )
 
 
 def _ade(args: argparse.Namespace) -> None:
@@ -42,16 +44,19 @@ def _ade(args: argparse.Namespace) -> None:
         dedupe,
         format_counts,
         make_splits,
-        prepare_output_dir,
         read_raw_ade,
         read_raw_hf,
         write_splits,
     )
+    from modernenc.utils.outputs import check_output_folder, writing_folder
 
-    rows = read_raw_hf() if args.source == "hf" else read_raw_ade(args.source)
+    source = None if args.source == "hf" else args.source
+    out = check_output_folder(
+        args.out, kind="ade-splits", force=args.force, inputs=[source], what="--out folder"
+    )
+    rows = read_raw_hf() if source is None else read_raw_ade(source)
     found = dedupe(rows)
     splits = make_splits(found.positives, found.negatives, seed=args.seed, natural=args.natural)
-    out = prepare_output_dir(args.out, args.force)  # after loading, so a failed load leaves no folder
     unique = len(found.positives) + len(found.negatives)
     print(
         f"read {found.raw_rows['positive']:,} positive and {found.raw_rows['negative']:,} negative rows; "
@@ -71,7 +76,8 @@ def _ade(args: argparse.Namespace) -> None:
         "unique": {"positive": len(found.positives), "negative": len(found.negatives)},
         "conflicts": found.conflicts,
     }
-    write_splits(splits, out, info)
+    with writing_folder(out, kind="ade-splits", tool="prepare-ade") as staging:
+        write_splits(splits, staging, info)
     print(format_counts(splits))
     print(f"wrote {out} (split_info.json: seed {args.seed}, sha256 per file)")
 

@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> None:
 def _recipes_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="recipe to write out (default: list them all)")
     p.add_argument("--out", type=Path, help="where to write the recipe (default: print it)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--force", action="store_true", help="replace a recipe written to --out earlier")
     p.epilog = (
         "Example: modernenc recipes finetune_classification --out my_task.yaml; then edit it and run "
         "modernenc train my_task.yaml"
@@ -51,11 +51,10 @@ def _recipes(args: argparse.Namespace) -> None:
     if args.out is None:
         print(text, end="")
         return
-    if args.out.exists() and not args.force:
-        raise CommandError(f"{args.out} already exists; pass --force to overwrite it")
-    if not args.out.parent.is_dir():
-        raise CommandError(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
-    args.out.write_text(text, encoding="utf-8")
+    from modernenc.utils.outputs import check_output_file, write_text
+
+    check_output_file(args.out, kind="recipe", force=args.force, what="--out")
+    write_text(args.out, text, kind="recipe", tool="recipes")
     print(f"wrote {args.out}; train with: modernenc train {args.out}")
 
 
@@ -98,10 +97,13 @@ def _plot_schedule_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plot_schedule(args: argparse.Namespace) -> None:
+    from modernenc.utils.outputs import check_output_file
+
+    check_output_file(args.out, kind="plot", force=args.force, what="--out")  # before composer loads (s)
     from modernenc.train.config import load_config
     from modernenc.train.schedule_plot import check_output, plot_schedule, simulate_schedule, summarize
 
-    check_output(args.out, args.force)  # before the simulation, which takes seconds for a long run
+    check_output(args.out, args.force)  # and its image format, before the simulation (seconds, for long runs)
     cfg = load_config(args.yaml, args.overrides)
     schedule = simulate_schedule(cfg, args.packing_efficiency, args.world_size)
     out = plot_schedule(schedule, args.out, title=f"{cfg.run_name}: {args.yaml}", overwrite=args.force)
@@ -173,7 +175,7 @@ def _average_args(p: argparse.ArgumentParser) -> None:
 
 
 def _average(args: argparse.Namespace) -> None:
-    from modernenc.model.hf_interop import WEIGHTS_NAME, find_tokenizer_files
+    from modernenc.model.hf_interop import find_tokenizer_files
     from modernenc.train.averaging import (
         average_checkpoints,
         check_output_name,
@@ -183,15 +185,13 @@ def _average(args: argparse.Namespace) -> None:
         select_last,
     )
     from modernenc.train.export import export_to_hf
+    from modernenc.utils.outputs import check_output_file, check_output_folder
 
     check_output_name(args.out)
     if args.tokenizer is not None:  # checked before averaging, which writes OUT and would need --force next
         if args.hf_out is None:
             raise CommandError("--tokenizer is copied to the --hf-out folder; give --hf-out too")
         find_tokenizer_files(args.tokenizer)
-    for target in (args.out, args.hf_out / WEIGHTS_NAME if args.hf_out else None):
-        if target is not None and target.exists() and not args.force:
-            raise FileExistsError(f"{target} already exists; pass --force to replace it")
     found = list_checkpoints(args.save_folder)
     if args.last is not None:
         chosen = select_last(found, args.last)
@@ -199,10 +199,14 @@ def _average(args: argparse.Namespace) -> None:
         minimize = lower_is_better(args.metric) if args.mode is None else args.mode == "min"
         chosen = select_best(found, args.best, args.metric, minimize)
         print(f"ranked by {args.metric} ({'lower' if minimize else 'higher'} is better)")
-    out = average_checkpoints([c.path for c in chosen], args.out, overwrite=args.force)
+    members = [c.path for c in chosen]
+    check_output_file(args.out, kind="checkpoint", force=args.force, inputs=members, what="OUT")
+    if args.hf_out is not None:  # both outputs are checked before either is written
+        check_output_folder(args.hf_out, kind="hf-model", force=args.force, inputs=members, what="--hf-out")
+    out = average_checkpoints(members, args.out, overwrite=args.force)
     print(f"averaged {', '.join(c.path.name for c in chosen)} into {out}")
     if args.hf_out is not None:
-        export_to_hf(out, args.hf_out, tokenizer_path=args.tokenizer, overwrite=args.force)
+        export_to_hf(out, args.hf_out, args.tokenizer, overwrite=args.force, tool="average-checkpoints")
         print(f"exported to {args.hf_out}")
 
 

@@ -27,12 +27,62 @@ class Document:
     skip_reason: str | None = None
 
 
+NOT_UTF8 = "non-UTF-8 bytes"
+# What to do about each kind of skipped document, printed beside its count.
+SKIP_HINTS = {
+    NOT_UTF8: "re-encode the files as UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT",
+    "invalid JSON": "each line of a JSONL file must be one JSON object",
+    "unterminated <doc> (file truncated?)": "the WikiExtractor file ends inside a document",
+}
+SKIP_EXAMPLES = 3  # documents named per skip reason
+
+
 def _decode(raw: bytes, doc_id: str) -> Document:
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return Document(doc_id, None, f"non-UTF-8 bytes ({err.reason} at byte {err.start})")
+    except UnicodeDecodeError:
+        return Document(doc_id, None, NOT_UTF8)
     return _checked(doc_id, text)
+
+
+class SkippedDocuments:
+    """Counts of skipped documents per reason, with the first few documents (file:line) of each."""
+
+    def __init__(self, counts: dict[str, int] | None = None, examples: dict[str, list[str]] | None = None):
+        self.counts: dict[str, int] = dict(counts or {})
+        self.examples: dict[str, list[str]] = {k: list(v) for k, v in (examples or {}).items()}
+
+    def add(self, doc: Document) -> None:
+        reason = doc.skip_reason or "unknown"
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < SKIP_EXAMPLES:
+            shown.append(doc.id)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def _where(self, reason: str) -> str:
+        shown = self.examples.get(reason, [])
+        return ", ".join(shown) + (", ..." if self.counts[reason] > len(shown) else "")
+
+    def inline(self) -> str:
+        """``reason: n at file:line, ...; reason: ...`` for a one-sentence error."""
+        return "; ".join(f"{r}: {n:,} at {self._where(r)}" for r, n in sorted(self.counts.items()))
+
+    def fixes(self) -> list[str]:
+        """The known fixes for the reasons seen (SKIP_HINTS)."""
+        return [SKIP_HINTS[reason] for reason in sorted(self.counts) if reason in SKIP_HINTS]
+
+    def lines(self) -> list[str]:
+        """One line per reason: count, the first documents, and the fix when there is a known one."""
+        out = []
+        for reason, n in sorted(self.counts.items()):
+            where = f" (first: {self._where(reason)})" if self.examples.get(reason) else ""
+            hint = f"; {SKIP_HINTS[reason]}" if reason in SKIP_HINTS else ""
+            out.append(f"  {reason}: {n:,}{where}{hint}")
+        return out
 
 
 def _checked(doc_id: str, text: str) -> Document:
@@ -44,30 +94,34 @@ def _checked(doc_id: str, text: str) -> Document:
 def read_text(path: Path, split_on: str = "line") -> Iterator[Document]:
     """One document per line (``split_on='line'``) or per blank-line separated block (``'paragraph'``)."""
     data = path.read_bytes().removeprefix(_BOM)
-    if split_on == "line":
-        parts = data.splitlines()
-    elif split_on == "paragraph":
-        parts = re.split(rb"(?:\r?\n){2,}", data)
-        if parts and not parts[-1].strip():
-            parts.pop()  # trailing newlines at the end of the file are not a document
-    else:
+    if split_on == "line":  # documents are named file:line (1-based)
+        for lineno, raw in enumerate(data.splitlines(), 1):
+            yield _decode(raw, f"{path}:{lineno}")
+        return
+    if split_on != "paragraph":
         raise ValueError(f"split_on must be 'line' or 'paragraph', got {split_on!r}")
-    for i, raw in enumerate(parts):
-        yield _decode(raw.strip(b"\r\n"), f"{path.name}:{i}")
+    start = 0  # paragraphs are named by the line they start on
+    for separator in [*re.finditer(rb"(?:\r?\n){2,}", data), None]:
+        end = separator.start() if separator else len(data)
+        raw = data[start:end]
+        if separator is not None or raw.strip():  # trailing newlines at the end are not a document
+            line = data.count(b"\n", 0, start) + 1
+            yield _decode(raw.strip(b"\r\n"), f"{path}:{line}")
+        start = separator.end() if separator else end
 
 
 def read_jsonl(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Document]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            doc_id = f"{path.name}:{lineno}"
+            doc_id = f"{path}:{lineno}"
             if lineno == 1:
                 raw = raw.removeprefix(_BOM)  # editors on Windows start UTF-8 files with one
             if not raw.strip():
                 continue  # blank separator lines are formatting, not documents
             try:
                 record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                yield Document(doc_id, None, f"non-UTF-8 bytes ({err.reason} at byte {err.start})")
+            except UnicodeDecodeError:
+                yield Document(doc_id, None, NOT_UTF8)
                 continue
             except json.JSONDecodeError:
                 yield Document(doc_id, None, "invalid JSON")
@@ -96,7 +150,7 @@ def read_parquet(path: Path, text_field: str = "text", id_field: str | None = No
         texts = batch.column(text_field).to_pylist()
         ids = batch.column(id_field).to_pylist() if id_field else [None] * len(texts)
         for text, doc_id in zip(texts, ids, strict=True):
-            doc_id = str(doc_id) if doc_id is not None else f"{path.name}:{row}"
+            doc_id = str(doc_id) if doc_id is not None else f"{path} row {row + 1}"
             row += 1
             if isinstance(text, bytes):  # binary columns may hold arbitrary bytes
                 yield _decode(text, doc_id)
@@ -108,21 +162,21 @@ def read_parquet(path: Path, text_field: str = "text", id_field: str | None = No
 
 def read_wikiextractor(path: Path) -> Iterator[Document]:
     """Parse one WikiExtractor file: ``<doc id=..>`` / title line / text / ``</doc>``; the title is kept."""
-    doc_id, lines = None, []
+    doc_id, lines, start = None, [], 0
     with path.open("rb") as f:
-        for raw in f:
+        for lineno, raw in enumerate(f, 1):
             if doc_id is None:
                 match = _WIKI_DOC_RE.match(raw)
                 if match:
-                    doc_id, lines = match.group(1).decode("utf-8", "replace"), []
+                    doc_id, lines, start = match.group(1).decode("utf-8", "replace"), [], lineno
                 continue
             if raw.rstrip() == b"</doc>":
-                yield _decode(b"".join(lines).strip(), f"wiki:{doc_id}")
+                yield _decode(b"".join(lines).strip(), f"{path}:{start} (doc id {doc_id})")
                 doc_id = None
             else:
                 lines.append(raw)
     if doc_id is not None:
-        yield Document(f"wiki:{doc_id}", None, "unterminated <doc> (file truncated?)")
+        yield Document(f"{path}:{start} (doc id {doc_id})", None, "unterminated <doc> (file truncated?)")
 
 
 def read_hf_dataset(

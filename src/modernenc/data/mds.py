@@ -4,7 +4,8 @@ Layout of an output folder::
 
     out/train/index.json + shard.00000.mds.zstd ...
     out/validation/...          (only when validation_fraction > 0)
-    out/report.json             (what was read, written and skipped; marks the folder as ours)
+    out/report.json             (what was read, written and skipped)
+    out/.modernenc-outputs.json (every file written, so `--force` replaces only those: utils/outputs.py)
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from streaming import MDSWriter
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from modernenc.data.corpus import Document
+from modernenc.data.corpus import Document, SkippedDocuments
 from modernenc.data.decontaminate import Decontaminator
 
 SPLITS = ("train", "validation")
@@ -60,54 +59,6 @@ def assign_split(text: str, validation_fraction: float, seed: int = 0) -> str:
     return "validation" if int.from_bytes(digest, "big") / 2**64 < validation_fraction else "train"
 
 
-def _is_our_output(out: Path) -> bool:
-    return (out / REPORT_FILE).exists() or any((out / s / "index.json").exists() for s in SPLITS)
-
-
-def check_output_dir(out: str | Path, force: bool) -> Path:
-    """Refuse a non-empty folder unless ``force``, and even then one that is not a prepared corpus.
-
-    Only checks: the folder is replaced by ``staged_output_dir`` once the new corpus is complete.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"output folder {out} is not empty; pass --force to replace its contents")
-        if not _is_our_output(out):
-            raise FileExistsError(
-                f"output folder {out} is not empty and does not look like a prepared corpus "
-                f"(no {REPORT_FILE} or */index.json); refusing to delete it even with --force"
-            )
-    return out
-
-
-@contextmanager
-def staged_output_dir(out: str | Path) -> Iterator[Path]:
-    """A hidden sibling folder to write a corpus into; it replaces ``out``'s contents only on success.
-
-    A failed, interrupted or killed run leaves ``out`` as it was (an earlier corpus survives a bad
-    ``--force`` re-run), and never a half-written corpus that would pass for a whole one.
-    """
-    out = Path(out)
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():  # left by a killed run
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    out.mkdir(parents=True, exist_ok=True)
-    for child in out.iterdir():  # check_output_dir made sure these are an earlier corpus
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    for child in staging.iterdir():
-        child.rename(out / child.name)
-    staging.rmdir()
-
-
 @dataclass
 class CorpusReport:
     documents_read: int = 0
@@ -117,6 +68,7 @@ class CorpusReport:
     shards: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     documents_split_into_chunks: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)  # the first documents per reason
     decontaminated: int = 0
     eval_sentences_indexed: int = 0
     eval_sentences_too_short: int = 0
@@ -134,7 +86,7 @@ class CorpusReport:
             f"docs split into chunks of <= {self.max_length} tokens: {self.documents_split_into_chunks:,}",
             f"skipped documents   {sum(self.skipped.values()):,}",
         ]
-        lines += [f"  {reason}: {n:,}" for reason, n in sorted(self.skipped.items())]
+        lines += SkippedDocuments(self.skipped, self.skipped_examples).lines()
         if self.eval_sentences_indexed or self.eval_sentences_too_short or self.decontaminated:
             lines.append(
                 f"decontamination     dropped {self.decontaminated:,} documents containing one of "
@@ -188,11 +140,12 @@ def _why_train_is_empty(report: CorpusReport) -> str:
         )
     if report.documents_read == 0:
         return "no documents were usable: the input holds none (is it empty?); nothing was written"
-    reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(report.skipped.items())) or "none"
+    skipped = SkippedDocuments(report.skipped, report.skipped_examples)
+    fixes = "; ".join([*skipped.fixes(), "check --format and --text-field"])
     return (
-        f"no documents were usable: read {report.documents_read:,}, skipped {sum(report.skipped.values()):,} "
-        f"({reasons}), dropped {report.decontaminated:,} by decontamination; nothing was written "
-        "(check --format and --text-field)"
+        f"no documents were usable: read {report.documents_read:,}, skipped {skipped.total:,} "
+        f"({skipped.inline() or 'none'}), dropped {report.decontaminated:,} by decontamination; nothing was "
+        f"written ({fixes})"
     )
 
 
@@ -221,7 +174,7 @@ def write_mds_corpus(
     if decontaminator is not None:
         report.eval_sentences_indexed = decontaminator.num_sentences
         report.eval_sentences_too_short = decontaminator.num_ignored
-    skipped: Counter[str] = Counter()
+    skipped = SkippedDocuments()
     length_counts = np.zeros(max_length + 1, dtype=np.int64)
 
     writers = {
@@ -233,7 +186,7 @@ def write_mds_corpus(
         encodings = tokenizer.encode_batch([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings, strict=True):
             if not enc.ids:  # e.g. only characters the tokenizer drops
-                skipped["no tokens after tokenization"] += 1
+                skipped.add(Document(doc.id, None, "no tokens after tokenization"))
                 continue
             split = assign_split(doc.text, validation_fraction, split_seed)
             chunks = chunk_tokens(enc.ids, max_length, cls_id, sep_id)
@@ -251,7 +204,7 @@ def write_mds_corpus(
         for doc in bar:
             report.documents_read += 1
             if doc.skip_reason is not None:
-                skipped[doc.skip_reason] += 1
+                skipped.add(doc)
                 continue
             if decontaminator is not None and decontaminator.contains_eval_sentence(doc.text):
                 report.decontaminated += 1
@@ -267,7 +220,7 @@ def write_mds_corpus(
         for writer in writers.values():
             writer.finish()
 
-    report.skipped = dict(skipped)
+    report.skipped, report.skipped_examples = skipped.counts, skipped.examples
     if report.chunks["train"] == 0:
         for s in splits:  # empty shards would pass for a corpus until train.py fails on them
             shutil.rmtree(out_dir / s, ignore_errors=True)

@@ -46,10 +46,7 @@ class AdeSentences:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"ADE corpus file {path} not found")
-    try:
-        return read_lines(path)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"ADE corpus file {path} is not UTF-8 ({err.reason} at byte {err.start})") from None
+    return read_lines(path)  # a non-UTF-8 file fails naming its line
 
 
 def read_raw_ade(folder: str | Path) -> list[tuple[str, int]]:
@@ -70,6 +67,9 @@ def read_raw_ade(folder: str | Path) -> list[tuple[str, int]]:
             if len(parts) != 3 or parts[1] != "NEG":
                 raise ValueError(f"{folder / NEGATIVE_FILE}:{i}: expected 'PMID NEG sentence'")
             rows.append((parts[2].strip(), 0))
+    for label, name in ((1, POSITIVE_FILE), (0, NEGATIVE_FILE)):
+        if not any(row_label == label for _, row_label in rows):  # splits without a class are no splits
+            raise ValueError(f"ADE corpus file {folder / name} holds no sentences; is it the right folder?")
     return rows
 
 
@@ -165,6 +165,14 @@ def make_splits(
         neg = neg[: len(pos)]  # a prefix of a random permutation is a uniform sample
         if len(pos) == PUBLISHED_POSITIVES:
             assert split_sizes(len(pos)) == PUBLISHED_SIZES, split_sizes(len(pos))
+    for label, sentences in (("positive", pos), ("negative", neg)):
+        sizes = split_sizes(len(sentences))
+        if not all(sizes.values()):  # an empty split would train, choose thresholds or test on nothing
+            empty = ", ".join(name for name, n in sizes.items() if n == 0)
+            raise ValueError(
+                f"only {len(sentences)} unique {label} sentence(s): the {empty} split(s) would get none of "
+                "them (60/20/20 needs at least 5 per class)"
+            )
     splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
     for label, sentences in ((1, pos), (0, neg)):
         start = 0
@@ -206,19 +214,9 @@ def format_counts(splits: dict[str, list[Row]]) -> str:
     return "\n".join(lines)
 
 
-def prepare_output_dir(out: str | Path, force: bool) -> Path:
-    """Refuse a non-empty folder unless ``force``; with ``force`` only our own files get overwritten."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"output folder {out} is not empty; pass --force to overwrite its split files")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def write_splits(splits: dict[str, list[Row]], out: str | Path, info: dict) -> dict:
-    """Write ``<split>.jsonl`` and ``split_info.json`` (``info`` + counts + sha256); returns the info."""
+    """Write ``<split>.jsonl`` and ``split_info.json`` (``info`` + counts + sha256) into the folder ``out``
+    (the CLI gives a staging folder, see ``modernenc.utils.outputs.writing_folder``); returns the info."""
     out = Path(out)
     sha = {f"{name}.jsonl": write_jsonl(rows, out / f"{name}.jsonl") for name, rows in splits.items()}
     info = {**info, "counts": {name: count_labels(rows) for name, rows in splits.items()}, "sha256": sha}

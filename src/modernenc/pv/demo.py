@@ -26,10 +26,11 @@ def ade_sentences(limit: int) -> list[str]:
 
 
 def run_demo(out_dir: Path, preset: str = "mini", num_sentences: int = 256, overwrite: bool = False) -> None:
+    from modernenc.utils.outputs import check_output_folder, writing_folder
+
+    check_output_folder(out_dir, kind="hf-model", force=overwrite, what="--out folder")  # before any work
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    if (Path(out_dir) / "model.safetensors").exists() and not overwrite:  # before any work
-        raise FileExistsError(f"{out_dir} already holds a model; pass --force to replace it")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tokenizer = AutoTokenizer.from_pretrained(modernbert_tokenizer_dir())
     print(f"==> [1/4] building a random '{preset}' classifier (labels no_ade / ade)")
@@ -50,7 +51,8 @@ def run_demo(out_dir: Path, preset: str = "mini", num_sentences: int = 256, over
     )
 
     print(f"==> [3/4] exporting to {out_dir} and reloading with transformers")
-    model.save_pretrained(out_dir, tokenizer_path=modernbert_tokenizer_dir(), overwrite=overwrite)
+    with writing_folder(out_dir, kind="hf-model", tool="demo") as staging:
+        model.save_pretrained(staging, tokenizer_path=modernbert_tokenizer_dir())
     hf = AutoModelForSequenceClassification.from_pretrained(out_dir, attn_implementation="sdpa").eval()
     with torch.inference_mode():
         theirs = hf(**batch).logits

@@ -528,6 +528,19 @@ def fetch_data(
             f"{out} is not empty and holds no {MANIFEST}, so it is no folder modernenc fetched; pass a new "
             "or empty --out"
         )
+    if has_manifest:  # --force replaces what was fetched (changed or not), never a file put in beside it
+        listed = {*read_manifest(out)["files"], MANIFEST}
+        added = [
+            rel
+            for rel in (p.relative_to(out).as_posix() for p in sorted(out.rglob("*")) if not p.is_dir())
+            if rel not in listed
+        ]
+        if added:
+            shown = ", ".join(added[:5]) + (f", ... ({len(added)} in all)" if len(added) > 5 else "")
+            raise FileExistsError(
+                f"{out} holds files fetch-data did not write: {shown}; refusing to replace it even with "
+                "--force. Move them out or pass another --out"
+            )
     mirror = Path(mirror) if mirror is not None else None
     with _hub_access(mirror):
         resolved = {name: resolve_source(source, mirror) for name, source in sources.items()}

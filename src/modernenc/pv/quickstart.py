@@ -21,6 +21,7 @@ from pathlib import Path
 
 from modernenc.pv.bundled_data import shared_data_dir
 from modernenc.pv.fetch_data import ensure_bundled_data
+from modernenc.utils.outputs import write_text
 
 PRETRAIN_CKPT = "checkpoints/quickstart-pretrain/latest-rank0.pt"
 ANNEAL_CKPT = "checkpoints/quickstart-anneal/latest-rank0.pt"
@@ -137,10 +138,14 @@ def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) 
     `out` is the results table, rewritten by each run; it is checked before the first stage, not after
     half an hour of training.
     """
+    from modernenc.utils.outputs import check_output_file
+
     out = Path(out).absolute()
-    if out.is_dir() or not out.parent.is_dir():
-        problem = "is a folder" if out.is_dir() else f"is in a folder that does not exist ({out.parent})"
+    if not out.parent.is_dir():
+        problem = f"is in a folder that does not exist ({out.parent})"
         raise ChainError(f"the results table {out} {problem}; pass --out FILE.md in an existing folder")
+    # Rewritten by every run, so no --force; but only a table an earlier run wrote.
+    check_output_file(out, kind="report", force=True, consent=None, what="results table (--out)")
     ensure_bundled_data()  # before any stage: fetched first when there is none, refused when changed
     all_stages = stages(out)
     chosen = [s for s in all_stages if only is None or s.name in only]
@@ -159,8 +164,8 @@ def run_chain(out: str | Path = DEFAULT_RESULTS, only: list[str] | None = None) 
                 "reuses the stages that finished."
             ) from None
         run_dir = _stage_run_dir(stage)
-        if run_dir is not None:
-            (run_dir / "DONE").write_text(f"{time.perf_counter() - start:.0f} s\n")
+        if run_dir is not None:  # a part of the run: force=true removes it with the rest
+            write_text(run_dir / "DONE", f"{time.perf_counter() - start:.0f} s\n", kind=None)
         print(f"    finished in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -182,5 +187,5 @@ def write_results(out: Path) -> None:
     }
     rows.update(tfidf_rows(ADE_SPLIT))
     text = format_table(rows, data=describe(shared_data_dir()))
-    out.write_text(text)
+    write_text(out, text, kind="report", tool="quickstart")
     print(text)

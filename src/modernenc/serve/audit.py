@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from modernenc.utils.outputs import check_output_file, writing_file
+
 GENESIS = "0" * 64
 SCHEMA_VERSION = 1
 VERDICTS = ("event", "no_event")
@@ -398,18 +400,17 @@ def export_audit_db(path: str | Path, out: str | Path, since: str | None = None,
     out = Path(out)
     if out.suffix.lower() not in EXPORT_FORMATS:
         raise ValueError(f"--out {out} must end in {' or '.join(EXPORT_FORMATS)}")
-    if Path(path).exists() and out.exists() and out.resolve() == Path(path).resolve():
-        raise ValueError(f"--out {out} is the audit database itself; choose another file")
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
+    # --force replaces only an earlier export, never the database or a file of the user's
+    check_output_file(out, kind="audit-export", force=force, inputs=[path], what="--out")
     start = parse_since(since) if since else None
     db = open_existing(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     count = 0
     try:
         db.execute("BEGIN")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+        with (
+            writing_file(out, kind="audit-export", tool="audit export") as tmp,
+            tmp.open("w", newline="", encoding="utf-8") as f,
+        ):
             writer = None
             if out.suffix.lower() == ".csv":
                 writer = csv.DictWriter(f, fieldnames=[*DECISION_FIELDS, *EXPORT_REVIEW_COLUMNS])
@@ -421,10 +422,6 @@ def export_audit_db(path: str | Path, out: str | Path, since: str | None = None,
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
         db.execute("COMMIT")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         db.close()
-    tmp.replace(out)
     return count

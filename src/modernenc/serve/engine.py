@@ -263,9 +263,12 @@ def resolve_device(device: str = "auto", dtype: str = "fp32") -> str:
 
 def load_engine(model_dir: str | Path, dtype: str = "fp32", device: str = "auto") -> Engine:
     """Load a fine-tuned folder for serving; any reason it cannot be served is a ``ModelRefused``."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ModelRefused(f"model folder {model_dir} does not exist")
+    from modernenc.tasks.predict import check_model_folder
+
+    try:
+        model_dir = check_model_folder(model_dir)  # a .pt file: says to export-hf it first
+    except (ValueError, FileNotFoundError) as err:
+        raise ModelRefused(str(err)) from None
     _check_dtype(dtype)
     device = resolve_device(device, dtype)
     architecture = _architecture(model_dir)

@@ -55,9 +55,9 @@ def _classifier_config(model_dir: Path) -> dict:
     from modernenc.model import ModernEncoderForSequenceClassification
 
     wanted = ModernEncoderForSequenceClassification.hf_architecture
-    config_file = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    from modernenc.tasks.predict import check_model_folder
+
+    config_file = check_model_folder(model_dir) / "config.json"  # a .pt file: says to export-hf it first
     if not config_file.is_file():
         raise FileNotFoundError(f"{model_dir} is not a model folder: it has no config.json")
     try:

@@ -55,6 +55,12 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
         if data[key]
     }
     names = label_vocabulary(raw["train"][1], data.labels)
+    if len(names) < 2:  # torchmetrics would fail later with a message about its own arguments
+        origin = f"{data.dataset}[{data.train}]" if data.dataset else data.train
+        raise ValueError(
+            f"{origin} has one class: every row's {data.label_column!r} is {names[0]!r}; a classifier needs "
+            "examples of at least two classes (check data.label_column, or list them in data.labels)"
+        )
     positive_index = positive_class(names, cfg.evaluation.positive_label)
     if len(names) == 2:
         print(f"positive class (recall, precision and thresholds are about it): {names[positive_index]!r}")

@@ -41,8 +41,15 @@ def read_labelled_texts(
 
         from modernenc.utils.hub import offline_unless_reachable
 
-        with offline_unless_reachable(dataset):
-            rows = datasets.load_dataset(dataset, dataset_config, split=source)
+        with offline_unless_reachable() as offline:
+            try:
+                rows = datasets.load_dataset(dataset, dataset_config, split=source)
+            except Exception as err:  # hub errors come in many types (connection, not found, offline, split)
+                hint = "; the Hugging Face Hub is unreachable, so only a cached copy loads" if offline else ""
+                raise ValueError(
+                    f"data.dataset={dataset!r} split {source!r} cannot be loaded ({type(err).__name__}: "
+                    f"{' '.join(str(err).split())[:300]}){hint}"
+                ) from None
         for column in (text_column, label_column):
             if column not in rows.column_names:
                 raise missing_column(f"{dataset}[{source}]", column, rows.column_names, COLUMN_HINT)
@@ -102,6 +109,14 @@ def tokenize_texts(
     tokenizer: Tokenizer, texts: Sequence[str], max_length: int, cls_id: int, sep_id: int
 ) -> tuple[list[list[int]], int]:
     """Ids ``[CLS] ... [SEP]`` per text, cut to ``max_length`` (keeping [SEP]), and how many were cut."""
+    ids, cut = encode_texts(tokenizer, texts, max_length, cls_id, sep_id)
+    return ids, sum(cut)
+
+
+def encode_texts(
+    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, cls_id: int, sep_id: int
+) -> tuple[list[list[int]], list[bool]]:
+    """Ids ``[CLS] ... [SEP]`` per text, cut to ``max_length`` (keeping [SEP]), and whether each was cut."""
     if max_length < 2:
         raise ValueError(f"max_length must leave room for [CLS] and [SEP]; got {max_length}")
     tokenizer.no_padding()  # a caller's tokenizer may pad or truncate by itself; packing needs neither
@@ -109,13 +124,12 @@ def tokenize_texts(
     # ModernBERT's post-processor adds [CLS]/[SEP] itself; a tokenizer without one gets them here.
     adds_specials = tokenizer.encode("").ids == [cls_id, sep_id]
     encoded = tokenizer.encode_batch(list(texts), add_special_tokens=adds_specials)
-    ids, truncated = [], 0
+    ids, cut = [], []
     for enc in encoded:
         body = enc.ids[1:-1] if adds_specials else enc.ids
-        if len(body) > max_length - 2:
-            body, truncated = body[: max_length - 2], truncated + 1
-        ids.append([cls_id, *body, sep_id])
-    return ids, truncated
+        cut.append(len(body) > max_length - 2)
+        ids.append([cls_id, *body[: max_length - 2], sep_id])
+    return ids, cut
 
 
 def tokenize_words(

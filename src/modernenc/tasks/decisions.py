@@ -45,7 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from modernenc.utils.files import sha256_file
+from modernenc.utils.outputs import record_if_tracked
 from modernenc.utils.precision import PRECISIONS
+from modernenc.utils.tables import read_text
 
 THRESHOLDS_FILE = "thresholds.json"
 WEIGHTS_FILE = "model.safetensors"  # the weights a rule was chosen for
@@ -142,6 +144,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_without_nones(data), indent=2) + "\n")
     tmp.replace(path)
+    record_if_tracked(path)  # still a part of a model folder modernenc wrote (utils/outputs.py)
     return path
 
 
@@ -240,7 +243,7 @@ def _read_file(model_dir: Path, check_weights: bool = True) -> dict[str, Any] | 
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))  # a non-UTF-8 file fails naming its line
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(data, dict) or not isinstance(data.get("thresholds"), dict):

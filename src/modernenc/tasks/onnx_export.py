@@ -40,10 +40,12 @@ import torch
 from modernenc.model.hf_interop import CONFIG_NAME, TOKENIZER_FILES, WEIGHTS_NAME
 from modernenc.tasks.decisions import THRESHOLDS_FILE, read_thresholds
 from modernenc.utils.files import sha256_file
+from modernenc.utils.outputs import check_output_folder, writing_folder
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_quantized.onnx"  # optimum's name for a quantized export
 RECORD_FILE = "onnx_export.json"
+OUTPUT_KIND = "onnx-model"  # what --force may replace (modernenc.utils.outputs)
 DEFAULT_OPSET = 17
 FP32_TOLERANCE = 1e-4  # max abs logit difference allowed between the graph and modernenc's fp32 model
 CHECK_MAX_LENGTH = 512  # tokens per check text: longer than the 128-token local window, short enough
@@ -104,9 +106,9 @@ def _require_onnx() -> None:
 
 def _architecture(model_dir: Path) -> str:
     """The folder's exportable architecture; one sentence when the folder is not a fine-tuned classifier."""
-    config_file = model_dir / CONFIG_NAME
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    from modernenc.tasks.predict import check_model_folder
+
+    config_file = check_model_folder(model_dir) / CONFIG_NAME  # a .pt file: says to export-hf it first
     if not config_file.is_file() or not (model_dir / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(
             f"{model_dir} is not a model folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}"
@@ -128,23 +130,6 @@ def _architecture(model_dir: Path) -> str:
             f"{' and '.join(EXPORTABLE)} folders"
         )
     return found[0]
-
-
-def _check_out_dir(model_dir: Path, out_dir: Path, force: bool) -> None:
-    model, out = model_dir.resolve(), out_dir.resolve()
-    if out == model or out in model.parents:
-        raise ValueError(f"output folder {out_dir} holds the model folder {model_dir}; choose another")
-    if not out_dir.exists():
-        return
-    if not force:
-        raise FileExistsError(f"output folder {out_dir} already exists; pass --force to replace it")
-    if not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} is a file, not a folder; remove it or choose another output")
-    if any(out_dir.iterdir()) and not (out_dir / RECORD_FILE).is_file():  # --force replaces exports only
-        raise FileExistsError(
-            f"{out_dir} is not an earlier ONNX export (it has no {RECORD_FILE}), so --force does not replace "
-            "it; remove it yourself or choose another output folder"
-        )
 
 
 def _padded(ids: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
@@ -219,7 +204,8 @@ def export_onnx(
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     architecture = _architecture(model_dir)
-    _check_out_dir(model_dir, out_dir, force)
+    # --force replaces only an earlier export that holds nothing else (modernenc.utils.outputs)
+    check_output_folder(out_dir, kind=OUTPUT_KIND, force=force, inputs=[model_dir])
     if not 14 <= opset <= 20:  # 14: the first with the ops ModernBert needs; 20: the newest torch 2.7 writes
         raise ValueError(f"--opset must be between 14 and 20; got {opset}")
     _require_onnx()
@@ -243,10 +229,7 @@ def export_onnx(
     hf_model = hf_class.from_pretrained(
         model_dir, attn_implementation="sdpa", reference_compile=False, dtype=torch.float32
     ).eval()
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with writing_folder(out_dir, kind=OUTPUT_KIND, tool="export-onnx") as staging:
         _trace(hf_model, batch, staging / ONNX_FILE, opset, token)
         fp32_diff = _max_abs_diff(_run_graph(staging / ONNX_FILE, batch), reference, batch["attention_mask"])
         if not fp32_diff <= FP32_TOLERANCE:
@@ -283,13 +266,8 @@ def export_onnx(
             "versions": _versions(),
         }
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        result.files = sorted(p.name for p in staging.iterdir())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-        return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        result.files = sorted(p.name for p in staging.iterdir() if not p.name.startswith("."))
+    return result
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from modernenc.model.config import SPECIAL_TOKEN_FIELDS
-from modernenc.tasks.classification_data import collate_packed, length_sorted_batches, tokenize_texts
+from modernenc.tasks.classification_data import collate_packed, encode_texts, length_sorted_batches
 from modernenc.tasks.decisions import (
     THRESHOLDS_FILE,
     DecisionRule,
@@ -40,6 +40,7 @@ from modernenc.tasks.decisions import (
     resolve_decision,
     uncalibrated_message,
 )
+from modernenc.utils.outputs import check_output_file, writing_file
 from modernenc.utils.precision import PRECISIONS
 from modernenc.utils.tables import TABLE_FORMATS, read_lines, read_rows
 
@@ -52,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = (".txt", *TABLE_FORMATS)
 OUTPUT_FORMATS = (".jsonl", ".csv")
-OUTPUT_COLUMNS = ("probability", "label", "needs_review")
+OUTPUT_COLUMNS = ("probability", "label", "needs_review", "truncated")
+OUTPUT_KIND = "predictions"  # what --force may replace (modernenc.utils.outputs)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -89,24 +91,30 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
     return rows
 
 
-def check_output_path(out: str | Path, force: bool = False, input_path: str | Path | None = None) -> Path:
-    """Fail before any work if OUT has an unsupported extension, is the input, or exists without force."""
+def check_output_path(
+    out: str | Path,
+    force: bool = False,
+    input_path: str | Path | None = None,
+    model_dir: str | Path | None = None,
+) -> Path:
+    """Fail before any work if OUT has an unsupported extension, cannot be written, is or overlaps an
+    input, or exists (without force, or when it is not earlier predictions; see modernenc.utils.outputs)."""
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_FORMATS:
         raise ValueError(f"output {out} must end in {' or '.join(OUTPUT_FORMATS)}")
-    if input_path is not None and out.resolve() == Path(input_path).resolve():
-        raise ValueError(f"output {out} is the input file; choose another --out")
-    if out.exists() and not force:
-        raise FileExistsError(f"output {out} already exists; pass --force to overwrite it")
-    return out
+    return check_output_file(out, kind=OUTPUT_KIND, force=force, inputs=[input_path, model_dir], what="--out")
 
 
 def write_outputs(rows: Sequence[dict], out: str | Path) -> Path:
     """Write rows as JSONL or CSV (by extension), via a temporary file so a crash leaves no half output."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix.lower() == ".csv":
+    with writing_file(out, kind=OUTPUT_KIND, tool="predict") as tmp:
+        _write_rows(rows, out.suffix.lower(), tmp)
+    return out
+
+
+def _write_rows(rows: Sequence[dict], suffix: str, tmp: Path) -> None:
+    if suffix == ".csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
@@ -119,8 +127,6 @@ def write_outputs(rows: Sequence[dict], out: str | Path) -> Path:
         with tmp.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -135,9 +141,7 @@ def load_classifier(
     from modernenc.data.masking import load_tokenizer
     from modernenc.model import ModernEncoderForSequenceClassification
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    model_dir = check_model_folder(model_dir)
     tokenizer_file = model_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise FileNotFoundError(
@@ -168,6 +172,22 @@ def load_classifier(
     return model.to(device).for_inference(precision), tokenizer
 
 
+def check_model_folder(model_dir: str | Path) -> Path:
+    """``model_dir`` as a Path if it is a folder; a file (a training checkpoint, most likely) or a missing
+    path fails saying what to pass instead."""
+    model_dir = Path(model_dir)
+    if model_dir.is_file():
+        if model_dir.suffix == ".pt":
+            raise ValueError(
+                f"{model_dir} is a training checkpoint, not a model folder; export it first "
+                f"(modernenc export-hf {model_dir} OUT_FOLDER --tokenizer TOKENIZER) and pass OUT_FOLDER"
+            )
+        raise ValueError(f"{model_dir} is a file; pass the Hugging Face model folder (config.json, ...)")
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    return model_dir
+
+
 def _check_is_fine_tuned_classifier(model_dir: Path) -> None:
     """Refuse other task heads: loading them would start a random classifier and predict noise."""
     from modernenc.model import ModernEncoderForSequenceClassification
@@ -175,7 +195,7 @@ def _check_is_fine_tuned_classifier(model_dir: Path) -> None:
     config_file = model_dir / "config.json"
     try:
         architectures = json.loads(config_file.read_text()).get("architectures") or []
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # not JSON, not UTF-8, not an object
         return  # from_pretrained names the problem with the file
     wanted = ModernEncoderForSequenceClassification.hf_architecture
     if architectures and wanted not in architectures:  # none listed: strict loading decides
@@ -300,14 +320,16 @@ def predict_file(
     force: bool = False,
     progress: bool = True,
 ) -> PredictionSummary:
-    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review.
+    """Classify every text of ``input_path`` and write ``out`` with probability, label, needs_review and
+    truncated.
 
     ``dtype`` (fp32, bf16, int8) is the precision of the model and of the thresholds: a bf16 or int8 run
     uses the thresholds recorded for it (``modernenc calibrate``), and refuses without them unless
     ``threshold`` is given."""
     if dtype not in PRECISIONS:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(PRECISIONS)}")
-    out = check_output_path(out, force=force, input_path=input_path)
+    out = check_output_path(out, force=force, input_path=input_path, model_dir=model_dir)
+    check_model_folder(model_dir)
     rows = read_inputs(input_path, text_column)
     precision_rule = read_thresholds(model_dir, dtype)
     if precision_rule is None and dtype != "fp32" and threshold is None:
@@ -326,9 +348,10 @@ def predict_file(
     column = "text" if Path(input_path).suffix.lower() == ".txt" else text_column
     # Truncate as the validation that chose the threshold did; without a record, use the whole context.
     max_length = rule.max_length if rule is not None and rule.max_length else config.max_position_embeddings
-    ids, truncated = tokenize_texts(
+    ids, was_cut = encode_texts(
         tokenizer, [r[column] for r in rows], max_length, config.cls_token_id, config.sep_token_id
     )
+    truncated = sum(was_cut)
     if truncated:
         logger.warning(
             "%d of %d texts were longer than %d tokens and were truncated (as in the validation that "
@@ -342,7 +365,7 @@ def predict_file(
 
     negative = 1 - positive
     results = []
-    for row, p in zip(rows, probs.tolist(), strict=True):
+    for row, p, cut in zip(rows, probs.tolist(), was_cut, strict=True):
         # Input columns that clash with ours (e.g. a gold "label") are kept, renamed input_<name>.
         kept = {(f"input_{k}" if k in OUTPUT_COLUMNS else k): v for k, v in row.items()}
         cls = positive if p >= t else negative
@@ -352,6 +375,7 @@ def predict_file(
                 "probability": p,
                 "label": names[cls] if names else cls,
                 "needs_review": band[0] <= p <= band[1],
+                "truncated": cut,  # the model saw only the first max_length tokens
             }
         )
     write_outputs(results, out)

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from modernenc.model.config import RUNTIME_FIELDS
-from modernenc.train.export import EXTRA_STATE_KEY
+from modernenc.train.export import EXTRA_STATE_KEY, load_checkpoint_file
+from modernenc.utils.outputs import check_output_file, writing_file
 
 CHECKPOINT_NAME = re.compile(r"^ep(?P<epoch>\d+)-ba(?P<batch>\d+)-rank0\.pt$")  # train.py's save_filename
 LOWER_IS_BETTER = ("loss", "crossentropy", "perplexity")
@@ -73,7 +74,7 @@ def logged_metric(checkpoints: list[Checkpoint], metric: str) -> dict[int, float
     (which holds the whole run's). `metric` is a history key such as `eval/LanguageCrossEntropy`; a bare
     name gets the `eval/` prefix."""
     newest = checkpoints[-1].path
-    state = torch.load(newest, map_location="cpu", weights_only=False, mmap=True)["state"]
+    state = load_checkpoint_file(newest, mmap=True)["state"]
     history = state.get("callbacks", {}).get("TrainingCurves", {}).get("history")
     if history is None:
         raise ValueError(
@@ -156,14 +157,12 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: boo
     Floating-point tensors are summed in fp32 and cast back; other tensors (integer buffers) and
     non-tensor entries are the last checkpoint's. Mismatched models fail naming the tensor.
     """
-    out = check_output_name(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
     if not paths:
         raise ValueError("no checkpoints to average")
     paths = [Path(p) for p in paths]
+    out = check_output_file(check_output_name(out), kind="checkpoint", force=overwrite, inputs=paths)
     template_path = paths[-1]
-    template = torch.load(template_path, map_location="cpu", weights_only=False, mmap=True)
+    template = load_checkpoint_file(template_path, mmap=True)
     reference = template["state"]["model"]
     if (reference.get(EXTRA_STATE_KEY) or {}).get("lora"):
         raise ValueError(
@@ -177,7 +176,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: boo
         if isinstance(v, torch.Tensor) and v.is_floating_point() and k not in aliases
     }
     for path in paths[:-1]:
-        model = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state"]["model"]
+        model = load_checkpoint_file(path, mmap=True)["state"]["model"]
         _check_same_model(reference, model, template_path.name, path.name)
         for key, total in sums.items():
             total += model[key].to(torch.float32)
@@ -188,8 +187,6 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, overwrite: boo
         averaged[key] = averaged[source]
     template["state"]["model"] = averaged
     template["modernenc_averaged_from"] = [str(p.resolve()) for p in paths]  # which run each came from
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(template, tmp)
-    tmp.replace(out)  # never leave a half-written checkpoint under the final name
+    with writing_file(out, kind="checkpoint", tool="average-checkpoints") as tmp:
+        torch.save(template, tmp)  # under a temporary name: never a half-written file under `out`
     return out

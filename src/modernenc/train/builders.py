@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,28 @@ from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
 from modernenc.model.config import PRESETS, SPECIAL_TOKEN_FIELDS
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.train.callbacks import BestCheckpoint, PackedStreamState, PackingMetrics, TrainingCurves
+from modernenc.train.checkpointing import (
+    CHECKPOINT_NAME,
+    DAMAGED_NAME,
+    LATEST_NAME,
+    ResumePoint,
+    SafeCheckpointSaver,
+    find_resume_checkpoint,
+)
 from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
 from modernenc.train.config import DEFAULT_PRESET, ConfigError, trains_on_gpu
+from modernenc.train.export import write_hf_folder
+from modernenc.utils.outputs import (
+    MANIFEST_NAME,
+    check_writable,
+    claim_folder,
+    describe_kind,
+    read_manifest,
+    record,
+    recorded_part,
+    remove_recorded,
+    writing_folder,
+)
 from modernenc.utils.precision import warn_if_bf16_is_slow
 
 
@@ -180,28 +199,50 @@ def build_loggers(cfg: DictConfig) -> list[LoggerDestination]:
     return loggers
 
 
-# What a run writes into its save folder, besides composer's `*.pt` checkpoints.
+# What a run writes into its save folder, besides composer's checkpoints (checkpointing.py's names).
 RUN_OUTPUTS = ("best-hf", "final-hf", "eval", "curves.png", "DONE")
 
 
-def check_save_folder(cfg: DictConfig) -> list[Path]:
+def _is_run_output(path: Path) -> bool:
+    name = path.name
+    return name in RUN_OUTPUTS or any(p.match(name) for p in (CHECKPOINT_NAME, LATEST_NAME, DAMAGED_NAME))
+
+
+def _is_local(folder: str) -> bool:
+    return "://" not in folder
+
+
+def check_save_folder(cfg: DictConfig) -> Path | None:
     """Refuse to write into another run's checkpoints unless resuming it or `force=true`.
 
-    With `force`, returns that run's outputs, for `remove_earlier_run` once the new run has been built:
-    nothing of it (a checkpoint to average, a best model, a report) may be left beside the new run's, and
-    nothing may be lost to a config that then fails to build.
+    With `force`, returns the folder whose earlier run `remove_earlier_run` removes once the new run has
+    been built: nothing of it (a checkpoint to average, a best model, a report) may be left beside the
+    new run's, and nothing may be lost to a config that then fails to build. Only what the earlier run
+    recorded in the folder's manifest goes (modernenc.utils.outputs); the user's own files stay.
     """
+    if not _is_local(cfg.save_folder):
+        return None
     folder = Path(cfg.save_folder)
-    existing = sorted(folder.glob("*.pt")) if folder.is_dir() else []
-    if not existing:
-        return []
-    if cfg.autoresume:
-        if cfg.model.init_from:  # composer's resume replaces them; say so, a restart may have been meant
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"save_folder={folder} is a file; give a folder (default: checkpoints/<run_name>)")
+    check_writable(folder, what="save_folder", files_inside=True)
+    manifest = read_manifest(folder)
+    if manifest.kind not in (None, "train-run"):
+        raise ConfigError(
+            f"save_folder={folder} holds {describe_kind(manifest.kind)}, not a training run; "
+            "choose another run_name (or save_folder)"
+        )
+    outputs = sorted(p for p in folder.iterdir() if _is_run_output(p)) if folder.is_dir() else []
+    if not outputs:
+        return None
+    checkpoints = [p for p in outputs if CHECKPOINT_NAME.match(p.name)]
+    if cfg.autoresume:  # continues from the newest complete checkpoint, or starts again; removes nothing
+        if checkpoints and cfg.model.init_from:  # the resume replaces them; a restart may have been meant
             print(
                 f"autoresume=true: continuing the run in {folder} from its latest checkpoint (weights, "
                 f"optimizer, schedule and data position); model.init_from applies to a fresh run only"
             )
-        return []
+        return None
     init_from = Path(cfg.model.init_from or "")
     if cfg.model.init_from and init_from.exists() and init_from.resolve().is_relative_to(folder.resolve()):
         raise ConfigError(
@@ -209,25 +250,31 @@ def check_save_folder(cfg: DictConfig) -> list[Path]:
             f"checkpoints; give the new run another run_name (or save_folder)"
         )
     if not cfg.force:
+        what = "checkpoints" if checkpoints else "a run's outputs"
         raise ConfigError(
-            f"{folder} already holds checkpoints ({existing[0].name}, ...); set autoresume=true to "
-            f"continue that run, force=true to replace it, or choose another run_name"
+            f"{folder} already holds {what} ({(checkpoints or outputs)[0].name}, ...); set autoresume=true "
+            f"to continue that run, force=true to replace it, or choose another run_name"
         )
-    if dist.get_local_rank() != 0:
-        return []
-    return [p for p in (*existing, *(folder / name for name in RUN_OUTPUTS)) if p.exists() or p.is_symlink()]
+    unrecorded = [p.name for p in outputs if not recorded_part(p)]
+    if unrecorded:
+        shown = ", ".join(unrecorded[:5]) + (", ..." if len(unrecorded) > 5 else "")
+        raise ConfigError(
+            f"{folder} holds {shown}, which modernenc has no record of writing there (no entry in its "
+            f"{MANIFEST_NAME}, or changed since); refusing to replace them even with force=true. "
+            "Move them away or choose another run_name"
+        )
+    return folder if dist.get_local_rank() == 0 else None
 
 
-def remove_earlier_run(outputs: list[Path]) -> None:
-    """Delete what `check_save_folder` returned (force=true), and say so."""
-    for path in outputs:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)  # another node may share the folder
-        else:
-            path.unlink(missing_ok=True)
-    if outputs:
-        names = ", ".join(p.name for p in outputs)
-        print(f"force=true: removed the earlier run's {names} from {outputs[0].parent}")
+def remove_earlier_run(folder: Path | None) -> None:
+    """Remove the earlier run `check_save_folder` found (force=true), and say what went and what stayed."""
+    if folder is None:
+        return
+    removed, kept = remove_recorded(folder)
+    if removed:
+        print(f"force=true: removed the earlier run's {', '.join(removed)} from {folder}")
+    if kept:
+        print(f"kept {', '.join(kept)} in {folder} (not written by the earlier run)")
 
 
 def build_mlm_parts(cfg: DictConfig) -> TaskParts:
@@ -331,7 +378,8 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             return
         if evaluation is None:
             final_dir = Path(cfg.save_folder) / "final-hf"
-            plain_model(model).save_pretrained(final_dir, tokenizer_path=cfg.data.tokenizer, overwrite=True)
+            write_hf_folder(plain_model(model), final_dir, cfg.data.tokenizer, tool="train")
+            record(final_dir)  # a part of the run
             print(f"==> final model in {final_dir} (no thresholds.json: predict uses 0.5 unless told)")
             return
         best = model_class.from_pretrained(best_dir)
@@ -339,10 +387,14 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             print(f"==> best model (validation F1 {callbacks[0].best:.4f}) is in {best_dir}")
             return
         out = Path(cfg.save_folder) / "eval"
-        report = evaluate_classifier(best, data, out, cfg.evaluation.target_recall, cfg.data.micro_batch_size)
+        with writing_folder(out, kind="report", tool="train") as staging:
+            report = evaluate_classifier(
+                best, data, staging, cfg.evaluation.target_recall, cfg.data.micro_batch_size
+            )
+        record(out)  # a part of the run
         from modernenc.tasks.decisions import write_thresholds
 
-        write_thresholds(
+        write_thresholds(  # recorded as a part of best-hf, replaced with it
             best_dir,
             report["thresholds"],
             target_recall=cfg.evaluation.target_recall,
@@ -394,10 +446,12 @@ def build_trainer(
     callbacks = [*parts.callbacks, LRMonitor()]
     if cfg.logging.plots:
         callbacks.append(TrainingCurves(Path(cfg.save_folder) / "curves.png"))
+    saving, resume = _checkpointing(cfg)
+    callbacks += saving
 
     if cfg.precision == "amp_bf16":
         warn_if_bf16_is_slow("cuda" if trains_on_gpu(cfg) else "cpu")
-    return Trainer(
+    trainer = Trainer(
         model=parts.model,
         run_name=cfg.run_name,
         train_dataloader=parts.train_dataloader,
@@ -421,13 +475,42 @@ def build_trainer(
         save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         save_overwrite=bool(cfg.force),
-        autoresume=cfg.autoresume,
+        autoresume=cfg.autoresume and resume is None,
+        load_path=str(resume.path) if resume is not None and resume.path is not None else None,
         precision=cfg.precision,
         device=cfg.device,
         parallelism_config={"fsdp": OmegaConf.to_container(cfg.fsdp)} if cfg.fsdp is not None else None,
         device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
         seed=cfg.seed,
     )
+    if resume is not None and resume.path is not None:
+        print(
+            f"autoresume=true: resumed from {resume.path} at step {int(trainer.state.timestamp.batch)} "
+            f"(epoch {int(trainer.state.timestamp.epoch)})"
+        )
+    return trainer
+
+
+def _checkpointing(cfg: DictConfig) -> tuple[list[Callback], ResumePoint | None]:
+    """The checkpoint saver for a local save folder (checkpointing.py) and, with autoresume, the newest
+    checkpoint there that reads back. A remote or sharded (FSDP) save folder is left to composer."""
+    sharded = cfg.fsdp is not None and cfg.fsdp.get("state_dict_type") == "sharded"
+    if not _is_local(cfg.save_folder) or sharded:
+        return [], None
+    saver = SafeCheckpointSaver(
+        cfg.save_folder,
+        save_interval=cfg.save_interval,
+        num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        overwrite=bool(cfg.force),
+    )
+    if not cfg.autoresume:
+        return [saver], None
+    resume = find_resume_checkpoint(cfg.save_folder, may_modify=dist.get_local_rank() == 0)
+    for damaged, moved_to, why in resume.set_aside:
+        print(f"autoresume=true: set aside {damaged} as {moved_to.name}: {why}")
+    if resume.path is None and resume.set_aside:
+        print(f"autoresume=true: no complete checkpoint left in {cfg.save_folder}; training starts at step 0")
+    return [saver], resume
 
 
 def build_task(cfg: DictConfig) -> TaskParts:
@@ -437,4 +520,6 @@ def build_task(cfg: DictConfig) -> TaskParts:
     reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
     parts = TASK_BUILDERS[cfg.model.task](cfg)
     remove_earlier_run(earlier_run)
+    if _is_local(cfg.save_folder) and dist.get_local_rank() == 0:
+        claim_folder(cfg.save_folder, "train-run", "train")  # what the run writes here is recorded in it
     return parts

@@ -11,6 +11,9 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from modernenc.train.export import write_hf_folder
+from modernenc.utils.outputs import record, writing_file
+
 
 class PackedStreamState(Callback):
     """Saves the packer's position in every checkpoint and restores it on resume.
@@ -90,10 +93,10 @@ class BestCheckpoint(Callback):
                 from modernenc.train.lora import plain_model
 
                 model = state.model.module if hasattr(state.model, "module") else state.model
-                # LoRA adapters are merged into a copy: best-hf is a plain transformers folder
-                plain_model(model.model).save_pretrained(
-                    self.out_dir, tokenizer_path=self.tokenizer, overwrite=True
-                )
+                # Whole or not at all: a kill while writing leaves the previous best model in place.
+                # LoRA adapters are merged into a copy: best-hf is a plain transformers folder.
+                write_hf_folder(plain_model(model.model), self.out_dir, self.tokenizer, tool="train")
+                record(self.out_dir)  # a part of the run: force=true replaces it with the run
             dist.barrier()
         else:
             self.evals_since_best += 1
@@ -169,6 +172,6 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path, title: 
         axes[2].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with writing_file(path, kind=None) as tmp:  # a part of the run in the folder
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

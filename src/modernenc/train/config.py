@@ -14,11 +14,18 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from modernenc.data.masking import DEFAULT_EVAL_MLM_PROBABILITY, DEFAULT_TRAIN_MLM_PROBABILITY
 from modernenc.model.config import PRESETS
 from modernenc.utils.suggest import did_you_mean
+from modernenc.utils.tables import read_text
 
 TASKS = ("mlm", "classification", "token_classification")
 DEFAULT_PRESET = "mini"  # a random init's sizes when model.preset is null
@@ -182,9 +189,64 @@ def _nearest_key(schema: Any, dotted: str) -> str:
     return ".".join([*parents, match[0]]) if match else ""
 
 
-def _is_interpolation(cfg: DictConfig, dotted: str) -> bool:
-    parent, _, leaf = dotted.rpartition(".")  # is_interpolation takes a key of the node, not a path
-    return OmegaConf.is_interpolation(OmegaConf.select(cfg, parent) if parent else cfg, leaf)
+_YAML_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _unresolvable_key(node: DictConfig, prefix: str = "") -> str | None:
+    """The first key whose interpolation fails (OmegaConf.resolve's error does not name it)."""
+    for key in node:
+        dotted = f"{prefix}{key}"
+        try:
+            value = node[key]
+        except InterpolationResolutionError:
+            return dotted
+        if isinstance(value, DictConfig):
+            found = _unresolvable_key(value, dotted + ".")
+            if found:
+                return found
+    return None
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not key=value (e.g. optimizer.lr=3e-4)")
+        try:
+            OmegaConf.from_dotlist([override])
+        except (OmegaConfBaseException, yaml.YAMLError) as err:  # e.g. an unclosed bracket in the value
+            reason = getattr(err, "problem", None) or " ".join(str(err).splitlines()[0].split())
+            raise ConfigError(f"override {override!r} cannot be parsed: {reason}") from None
+    return OmegaConf.from_dotlist(overrides)
+
+
+def _check_sections(values: dict, schema: type, where: object, prefix: str = "") -> None:
+    """A section of the schema (model, data, ...) must be given as a mapping; omegaconf's own error for
+    another value names no key."""
+    for f in fields(schema):
+        value = values.get(f.name) if isinstance(values, dict) else None
+        section = f.default_factory if is_dataclass(f.default_factory) else None  # type: ignore[misc]
+        if section is None or value is None:
+            continue
+        key = f"{prefix}{f.name}"
+        if not isinstance(value, dict):
+            kind = _YAML_TYPES.get(type(value), type(value).__name__)
+            raise ConfigError(
+                f"{where}: key '{key}' must be a mapping of its keys (e.g. {key}: {{...}}), not a {kind}"
+            )
+        _check_sections(value, section, where, key + ".")
+
+
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Required keys left at '???', dotted. Interpolations (save_folder: checkpoints/${run_name}) are not
+    resolved here: their error would name the interpolating key, not the missing one."""
+    found = []
+    for key in node:
+        dotted = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            found.append(dotted)
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            found += _missing_keys(node[key], dotted + ".")
+    return sorted(found)
 
 
 def _packaged_recipe(path: Path) -> Path:
@@ -207,21 +269,40 @@ def load_config(yaml_path: str | Path, overrides: list[str] | None = None) -> Di
     """Merge `yaml_path` (a file, or the name of a packaged recipe) and `key=value` overrides onto the
     schema; raise `ConfigError` on bad input."""
     path = Path(yaml_path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a training yaml (or a recipe name, `modernenc recipes`)")
     if not path.is_file():
         path = _packaged_recipe(path)
     schema = OmegaConf.structured(TrainConfig)
+    text = read_text(path)  # a non-UTF-8 yaml fails naming its line
     try:
-        loaded = OmegaConf.load(path)
+        top = yaml.safe_load(text)
+        loaded = OmegaConf.create(text) if top is not None else OmegaConf.create({})
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-    malformed = [o for o in overrides or [] if "=" not in o]
-    if malformed:
-        raise ConfigError(f"override {malformed[0]!r} is not key=value (e.g. optimizer.lr=3e-4)")
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"{where} is not valid YAML: {problem}") from None
+    if not isinstance(top, dict | None):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys to values (run_name: ..., data: ...), not a "
+            f"{_YAML_TYPES.get(type(top), type(top).__name__)}"
+        )
+    _check_sections(top or {}, TrainConfig, path)
+    command_line = _parse_overrides(overrides or [])
+    _check_sections(OmegaConf.to_container(command_line), TrainConfig, "the command line")
     try:
-        merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(overrides or []))
-        missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
+        merged = OmegaConf.merge(schema, loaded, command_line)
+        missing = _missing_keys(merged)
         if not missing:
             OmegaConf.resolve(merged)
+    except InterpolationResolutionError as err:
+        key = err.full_key or _unresolvable_key(merged) or "?"
+        raw = OmegaConf.to_container(merged, resolve=False)
+        for part in key.split("."):
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"{path}: key '{key}' ({raw}) cannot be resolved: {reason}") from None
     except (ConfigKeyError, ConfigAttributeError) as err:
         key = err.full_key or str(err.key)
         hint = _nearest_key(TrainConfig(), key)

@@ -16,7 +16,8 @@ from modernenc.model import (
     ModernEncoderForTokenClassification,
 )
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
-from modernenc.model.hf_interop import adapt_state_dict, load_state_strict, tied_keys
+from modernenc.model.hf_interop import adapt_state_dict, find_tokenizer_files, load_state_strict, tied_keys
+from modernenc.utils.outputs import check_output_folder, writing_folder
 
 MODEL_CLASSES: dict[str, type[ModernEncoderPreTrainedModel]] = {
     cls.hf_architecture: cls
@@ -37,8 +38,12 @@ AUTO_CLASSES = {
 _UNREADABLE = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, ImportError, AttributeError)
 
 
-def _read_composer_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The model description (config, architecture) and weights inside a train.py checkpoint."""
+class UnreadableCheckpointError(ValueError):
+    """A checkpoint file that cannot be read back (truncated by a kill, or not a checkpoint at all)."""
+
+
+def check_checkpoint_path(path: str | Path) -> Path:
+    """``path`` as a Path if it is a file; a folder or a missing path fails saying what to pass."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(
@@ -47,15 +52,31 @@ def _read_composer_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.T
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_checkpoint_file(path: str | Path, mmap: bool = False) -> dict:
+    """The contents of a train.py checkpoint (composer's ``{"state": {"model": ...}, ...}``); a file that
+    cannot be read fails naming it (torch's errors do not). ``mmap``: tensors stay on disk until used."""
+    path = check_checkpoint_path(path)
     not_ours = f"{path} is not a composer checkpoint written by train.py"
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except _UNREADABLE as err:
-        raise ValueError(f"{not_ours} (torch.load cannot read it: {err})") from None
+        detail = " ".join(str(err).split())
+        raise UnreadableCheckpointError(
+            f"{not_ours}, or it was cut short (torch.load cannot read it: {detail})"
+        ) from None
     state = checkpoint.get("state") if isinstance(checkpoint, dict) else None
-    state = state.get("model") if isinstance(state, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{not_ours} (it has no ['state']['model'] weights)")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise UnreadableCheckpointError(f"{not_ours} (it has no ['state']['model'] weights)")
+    return checkpoint
+
+
+def _read_composer_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The model description (config, architecture) and weights inside a train.py checkpoint."""
+    path = Path(path)
+    state = load_checkpoint_file(path)["state"]["model"]
     extra = state.pop(EXTRA_STATE_KEY, None)
     if not isinstance(extra, dict) or extra.get("architecture") not in MODEL_CLASSES:
         raise ValueError(f"{path} was not written by modernenc's train.py (no model config inside)")
@@ -117,9 +138,31 @@ def export_to_hf(
     out_dir: str | Path,
     tokenizer_path: str | Path | None = None,
     overwrite: bool = False,
+    tool: str = "export-hf",
 ) -> Path:
-    model = load_composer_checkpoint(checkpoint)
-    return model.save_pretrained(out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
+    """Write the model in a train.py checkpoint as a Hugging Face folder. An existing ``out_dir`` is
+    replaced only with ``overwrite``, and only if it is an earlier export (see ``modernenc.utils.outputs``).
+    """
+    check_checkpoint_path(checkpoint)
+    out = check_output_folder(out_dir, kind="hf-model", force=overwrite, inputs=[checkpoint])
+    if tokenizer_path is not None:
+        find_tokenizer_files(tokenizer_path)  # before the load, which takes a while for a big model
+    return write_hf_folder(load_composer_checkpoint(checkpoint), out, tokenizer_path, tool=tool)
+
+
+def write_hf_folder(
+    model: ModernEncoderPreTrainedModel,
+    out_dir: str | Path,
+    tokenizer_path: str | Path | None = None,
+    *,
+    tool: str,
+) -> Path:
+    """``model.save_pretrained`` through a staging folder that replaces ``out_dir`` once complete, with a
+    manifest; check ``out_dir`` with ``check_output_folder`` before the work that makes the model. The
+    tokenizer is copied before the swap, so it may come from ``out_dir`` itself."""
+    with writing_folder(out_dir, kind="hf-model", tool=tool) as staging:
+        model.save_pretrained(staging, tokenizer_path=tokenizer_path)
+    return Path(out_dir)
 
 
 def auto_class_of(hf_dir: str | Path) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from modernenc.data.streaming_dataset import SampleTooLongError, ShardReadError
 from modernenc.train.config import load_config
 
 
@@ -20,9 +19,10 @@ def run_training(yaml: str | Path, overrides: Sequence[str] = ()) -> Path:
     Bad configs and inputs fail before training starts (`ConfigError`, `ValueError`, `OSError`); bad data
     found only when it is read stops training with `TrainingError`.
     """
+    cfg = load_config(yaml, list(overrides))  # before composer is imported: a bad yaml fails in a second
+    from modernenc.data.streaming_dataset import SampleTooLongError, ShardReadError
     from modernenc.train.builders import build_task, build_trainer
 
-    cfg = load_config(yaml, list(overrides))
     parts = build_task(cfg)
     trainer = build_trainer(cfg, parts=parts)
     print(f"==> training {cfg.run_name} ({cfg.model.task}): checkpoints go to {cfg.save_folder}")

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modernenc.train.batching import warmup_from_config
 from modernenc.train.schedulers import build_scheduler
+from modernenc.utils.outputs import check_output_file, writing_file
 
 SUPPORTED_UNITS = (TimeUnit.BATCH, TimeUnit.TOKEN, TimeUnit.DURATION)
 
@@ -129,15 +130,13 @@ def simulate_schedule(
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """`path` as a Path; an existing file is refused unless `overwrite` (--force), and so is a name
     matplotlib cannot write (checked before the simulation, which takes seconds for a long run)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --force to overwrite it")
     from matplotlib.figure import Figure
 
+    path = Path(path)
     formats = Figure().canvas.get_supported_filetypes()
     if path.suffix.lower().lstrip(".") not in formats:
         raise ValueError(f"{path}: give an image file name ending in one of .{', .'.join(sorted(formats))}")
-    return path
+    return check_output_file(path, kind="plot", force=overwrite, what="--out")
 
 
 def plot_schedule(schedule: Schedule, path: str | Path, title: str = "", overwrite: bool = False) -> Path:
@@ -164,8 +163,8 @@ def plot_schedule(schedule: Schedule, path: str | Path, title: str = "", overwri
     )
     secondary.set_xlabel("optimizer step")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with writing_file(path, kind="plot", tool="plot-schedule") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

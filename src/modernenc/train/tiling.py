@@ -23,7 +23,8 @@ import torch
 
 from modernenc.model.config import PRESETS, TILING_GROWS, TILING_KEPT, ModernEncoderConfig
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
-from modernenc.model.hf_interop import CONFIG_NAME, TOKENIZER_FILES, WEIGHTS_NAME, tied_keys
+from modernenc.model.hf_interop import CONFIG_NAME, TOKENIZER_FILES, find_tokenizer_files, tied_keys
+from modernenc.utils.outputs import check_output_folder
 
 _LAYER_KEY = re.compile(r"^(?P<prefix>(?:model\.)?layers\.)(?P<idx>\d+)\.(?P<rest>.+)$")
 
@@ -206,10 +207,10 @@ def load_source(source: str | Path) -> tuple[ModernEncoderPreTrainedModel, Path 
     from modernenc.model.hf_interop import resolve_checkpoint_dir
 
     folder = resolve_checkpoint_dir(source)
-    config_file = folder / CONFIG_NAME
-    architectures = (
-        json.loads(config_file.read_text()).get("architectures") if config_file.is_file() else None
-    )
+    try:
+        architectures = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("architectures")
+    except (OSError, ValueError, AttributeError):  # from_pretrained below names what is wrong with it
+        architectures = None
     cls = MODEL_CLASSES.get((architectures or [""])[0], ModernEncoderForMaskedLM)
     return cls.from_pretrained(folder), folder
 
@@ -226,16 +227,16 @@ def tile_checkpoint(
 
     The tokenizer is copied from `tokenizer_path`, else from the source folder when it has one.
     """
-    out_dir = Path(out_dir)
-    if (out_dir / WEIGHTS_NAME).exists() and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} already holds a checkpoint; pass overwrite=True (--force) to replace"
-        )
+    from modernenc.train.export import write_hf_folder
+
     if preset not in PRESETS:  # before the (slow) load
         raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    out_dir = check_output_folder(out_dir, kind="hf-model", force=overwrite, inputs=[source])
+    if tokenizer_path is not None:
+        find_tokenizer_files(tokenizer_path)
     small, folder = load_source(source)
     big = tile_model(small, config_for_preset(small.config, preset), scale_inputs=scale_inputs)
     if tokenizer_path is None and folder is not None and any((folder / f).is_file() for f in TOKENIZER_FILES):
         tokenizer_path = folder
-    big.save_pretrained(out_dir, tokenizer_path=tokenizer_path, overwrite=overwrite)
+    write_hf_folder(big, out_dir, tokenizer_path, tool="tile")
     return small, big

@@ -1,4 +1,4 @@
-"""Neutral helpers every layer may use: tables and text files, "did you mean", hub access, bf16 checks.
+"""Neutral helpers every layer may use: tables and text files, outputs, "did you mean", hub access, bf16.
 
 Nothing here imports the rest of modernenc, so any layer can depend on it.
 """

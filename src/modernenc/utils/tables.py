@@ -6,6 +6,7 @@ Training data (`read_labelled_texts`) and `modernenc predict` inputs both come t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -38,14 +39,32 @@ def read_rows(path: str | Path, columns: Sequence[str] = (), hint: str = "") -> 
     return rows
 
 
+class NotUtf8Error(ValueError):
+    """A text file that is not UTF-8; the message names the file, the line and the fix."""
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents without a BOM; other bytes fail naming the file, the line and the fix."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # -sig: drop the BOM editors and spreadsheets write
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise NotUtf8Error(
+            f"{path}:{line} is not UTF-8 (byte 0x{data[err.start]:02x} at column {column}); save the file as "
+            f"UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8{path.suffix}"
+        ) from None
+
+
 def read_lines(path: Path) -> list[str]:
     r"""The lines of a UTF-8 text file, split on "\n" only (a trailing "\r" is dropped), without a BOM.
 
     Not ``str.splitlines``: it also splits on U+2028, form feeds and more, which JSON strings and texts
     may hold, and that would break rows and shift line numbers.
     """
-    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: drop a BOM; newline="": no translation
-        return [line.removesuffix("\r") for line in f.read().split("\n")]
+    return [line.removesuffix("\r") for line in read_text(path).split("\n")]
 
 
 def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
@@ -68,14 +87,16 @@ def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str,
 
 def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB cap breaks on long documents
-    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:  # no header: the file is empty
-            return []
-        for column in columns:
-            if column not in reader.fieldnames:
-                raise missing_column(str(path), column, reader.fieldnames, hint)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    if not reader.fieldnames:  # no header: the file is empty
+        return []
+    for column in columns:
+        if column not in reader.fieldnames:
+            raise missing_column(str(path), column, reader.fieldnames, hint)
+    try:
         rows = list(reader)
+    except csv.Error as err:  # e.g. a NUL byte, or a quote never closed
+        raise ValueError(f"{path}:{reader.line_num} is not valid CSV: {err}") from None
     for i, row in enumerate(rows, 2):  # line 1 is the header
         if None in row:
             raise ValueError(f"{path}:{i} has more fields than the header's {len(reader.fieldnames)}")
@@ -83,10 +104,14 @@ def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, A
 
 
 def _read_parquet(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
-    for column in columns:
-        if column not in names:
-            raise missing_column(str(path), column, names, hint)
-    return pq.read_table(path).to_pylist()
+    try:
+        names = pq.read_schema(path).names
+        for column in columns:
+            if column not in names:
+                raise missing_column(str(path), column, names, hint)
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as err:  # pyarrow's messages do not name the file
+        raise ValueError(f"{path} is not a readable parquet file: {err}") from None
