@@ -277,12 +277,19 @@ def predict_file(
     device: str | None = None,
     force: bool = False,
     progress: bool = True,
+    span_model: str | Path | None = None,
 ) -> PredictionSummary:
-    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review."""
+    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review;
+    with ``span_model`` (a span tagger folder, ``tasks/extract.py``) flagged rows also get their spans."""
     out = check_output_path(out, force=force, input_path=input_path)
     rows = read_inputs(input_path, text_column)
     rule = read_thresholds(model_dir)
     t, band, source = resolve_decision(rule, threshold, review_band)
+    tagger = None
+    if span_model is not None:  # loaded before any work, so a wrong folder fails at once
+        from modernenc.tasks.extract import SpanTagger
+
+        tagger = SpanTagger.from_folder(span_model, _resolve_device(device))
     model, tokenizer = load_classifier(model_dir, _resolve_device(device))
     config = model.config
     positive = rule.positive_label if rule is not None else 1
@@ -322,6 +329,10 @@ def predict_file(
                 "needs_review": band[0] <= p <= band[1],
             }
         )
+    if tagger is not None:
+        from modernenc.tasks.extract import add_spans
+
+        add_spans(results, [r[column] for r in rows], (probs >= t).tolist(), tagger, batch_size, dtype)
     write_outputs(results, out)
     return PredictionSummary(
         out=out,
