@@ -50,12 +50,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.epilog = (
-        "Examples: modernenc predict checkpoints/quickstart-finetune-ade/best-hf data/ade/test.jsonl "
+        "Example: modernenc predict checkpoints/quickstart-finetune-ade/best-hf data/ade/test.jsonl "
         "--out predictions.jsonl\n"
-        "  modernenc predict checkpoints/quickstart-finetune-ade-spans/best-hf data/ade/test.jsonl "
+        "Spans:   modernenc predict checkpoints/quickstart-finetune-ade-spans/best-hf data/ade/test.jsonl "
         "--out spans.jsonl\n"
-        "  modernenc predict checkpoints/quickstart-finetune-ade/best-hf data/ade/test.jsonl --with-spans "
-        "checkpoints/quickstart-finetune-ade-spans/best-hf --out flagged.jsonl"
+        "Both:    modernenc predict checkpoints/quickstart-finetune-ade/best-hf data/ade/test.jsonl "
+        "--with-spans checkpoints/quickstart-finetune-ade-spans/best-hf --out flagged.jsonl"
     )
 
 
@@ -66,8 +66,18 @@ def _predict(args: argparse.Namespace) -> None:
         if is_token_classifier(args.model_dir):
             _predict_spans(args)
             return
-    from modernenc.tasks.predict import format_summary, predict_file
+    from modernenc.tasks.predict import check_output_path, format_summary, predict_file
 
+    annotate = None
+    if args.with_spans is not None:  # the tagger is checked and loaded before any work
+        from functools import partial
+
+        from modernenc.tasks.extract import SpanTagger, add_spans
+        from modernenc.tasks.predict import _resolve_device
+
+        check_output_path(args.out, force=args.force, input_path=args.input)
+        tagger = SpanTagger.from_folder(args.with_spans, _resolve_device(args.device))
+        annotate = partial(add_spans, tagger=tagger, batch_size=args.batch_size, dtype=args.dtype)
     summary = predict_file(
         args.model_dir,
         args.input,
@@ -79,7 +89,7 @@ def _predict(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         device=args.device,
         force=args.force,
-        span_model=args.with_spans,
+        annotate=annotate,
     )
     print(format_summary(summary))
 

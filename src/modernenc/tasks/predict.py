@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -277,19 +277,17 @@ def predict_file(
     device: str | None = None,
     force: bool = False,
     progress: bool = True,
-    span_model: str | Path | None = None,
+    annotate: Callable[[list[dict], list[str], list[bool]], object] | None = None,
 ) -> PredictionSummary:
-    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review;
-    with ``span_model`` (a span tagger folder, ``tasks/extract.py``) flagged rows also get their spans."""
+    """Classify every text of ``input_path`` and write ``out`` with probability, label and needs_review.
+
+    ``annotate(rows, texts, flagged)`` may add columns to the output rows before they are written (e.g.
+    ``tasks.extract.add_spans``: the spans of the flagged texts).
+    """
     out = check_output_path(out, force=force, input_path=input_path)
     rows = read_inputs(input_path, text_column)
     rule = read_thresholds(model_dir)
     t, band, source = resolve_decision(rule, threshold, review_band)
-    tagger = None
-    if span_model is not None:  # loaded before any work, so a wrong folder fails at once
-        from modernenc.tasks.extract import SpanTagger
-
-        tagger = SpanTagger.from_folder(span_model, _resolve_device(device))
     model, tokenizer = load_classifier(model_dir, _resolve_device(device))
     config = model.config
     positive = rule.positive_label if rule is not None else 1
@@ -329,10 +327,8 @@ def predict_file(
                 "needs_review": band[0] <= p <= band[1],
             }
         )
-    if tagger is not None:
-        from modernenc.tasks.extract import add_spans
-
-        add_spans(results, [r[column] for r in rows], (probs >= t).tolist(), tagger, batch_size, dtype)
+    if annotate is not None:
+        annotate(results, [r[column] for r in rows], (probs >= t).tolist())
     write_outputs(results, out)
     return PredictionSummary(
         out=out,
