@@ -2,7 +2,7 @@
 
 The API serving calls::
 
-    tagger = SpanTagger.from_folder("checkpoints/finetune-ade-spans/best-hf")
+    tagger = SpanTagger.from_folder("checkpoints/my-tagger/best-hf")  # a fine-tuned BIO tagger
     tagger.extract(["Rash after amoxicillin."])
     # [[{"start": 11, "end": 22, "label": "DRUG", "text": "amoxicillin", "score": 0.97}]]
 
@@ -121,7 +121,7 @@ class SpanTagger:
             kind = "/".join(found) or "model with no architectures in config.json"
             raise ValueError(
                 f"{model_dir} holds a {kind}, not a span tagger ({TOKEN_ARCHITECTURE}); fine-tune one with "
-                "model.task=token_classification (e.g. yamls/finetune_ade_spans.yaml)"
+                "model.task=token_classification on texts with spans"
             )
         tokenizer_file = model_dir / "tokenizer.json"
         if not tokenizer_file.is_file():

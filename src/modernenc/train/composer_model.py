@@ -168,7 +168,7 @@ class ClassifierComposerModel(ModernEncoderComposerModel):
             metric.update(outputs.logits.argmax(-1), batch["labels"], batch["cu_seqlens"])
             return
         probs, labels = outputs.logits.float().softmax(-1), batch["labels"]
-        if self.token_level:  # only the first sub-token of each word is labelled
+        if self.token_level:  # [CLS]/[SEP] (and, for pre-split words, later sub-tokens) are unlabelled
             keep = labels != IGNORE_INDEX
             probs, labels = probs[keep], labels[keep]
         if self.model.config.num_labels == 2:
