@@ -106,6 +106,7 @@ class SpanTagger:
     tokenizer: object  # tokenizers.Tokenizer
     tag_names: list[str]
     max_length: int
+    specials: tuple[int, int]  # the tokenizer's [CLS] and [SEP] ids, which frame every text as in training
 
     @classmethod
     def from_folder(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> SpanTagger:
@@ -134,7 +135,12 @@ class SpanTagger:
                 "extract"
             )
         tokenizer = load_tokenizer(tokenizer_file)
-        return cls(model.to(device).eval(), tokenizer, names, model.config.max_position_embeddings)
+        specials = tuple(tokenizer.token_to_id(token) for token in ("[CLS]", "[SEP]"))
+        if None in specials:
+            raise ValueError(
+                f"{tokenizer_file} has no [CLS] or [SEP] token; texts are framed [CLS] ... [SEP]"
+            )
+        return cls(model.to(device).eval(), tokenizer, names, model.config.max_position_embeddings, specials)
 
     def extract(
         self, texts: Sequence[str], batch_size: int = 64, dtype: str = "fp32", progress: bool = False
@@ -146,8 +152,7 @@ class SpanTagger:
         self, texts: Sequence[str], batch_size: int = 64, dtype: str = "fp32", progress: bool = False
     ) -> tuple[list[list[dict[str, object]]], int]:
         """(spans per text, how many texts were longer than ``max_length`` tokens and cut)."""
-        config = self.model.config
-        framed = frame(self.tokenizer, texts, config.cls_token_id, config.sep_token_id)
+        framed = frame(self.tokenizer, texts, *self.specials)
         truncated = 0
         for i, (ids, offsets) in enumerate(framed):
             if len(ids) > self.max_length:
