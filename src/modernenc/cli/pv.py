@@ -25,7 +25,8 @@ def _ade_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
         required=True,
-        help=f"ADE corpus v2 folder (DRUG-AE.rel, ADE-NEG.txt), or 'hf' for {HF_NAME}/{HF_CONFIG}",
+        help=f"ADE corpus v2 folder (DRUG-AE.rel, ADE-NEG.txt), or 'hf' for {HF_NAME}/{HF_CONFIG} (with "
+        "--task spans also its drug-ADE relation config, which has no document offsets)",
     )
     p.add_argument("--out", required=True, help="output folder for {train,validation,test}.jsonl")
     p.add_argument(
