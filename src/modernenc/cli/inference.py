@@ -1,4 +1,5 @@
-"""Inference and deployment commands: classify texts, calibrate a precision's thresholds, export to ONNX."""
+"""Inference and deployment commands: classify texts or extract their spans, calibrate a precision's
+thresholds, export to ONNX."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from modernenc.utils.precision import PRECISIONS
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", type=Path, help="fine-tuned Hugging Face folder (with tokenizer.json)")
+    p.add_argument(
+        "model_dir",
+        type=Path,
+        help="fine-tuned Hugging Face folder (with tokenizer.json): a sentence classifier, or a span tagger "
+        "(token classification with BIO tags), which writes each text's spans",
+    )
     p.add_argument("input", type=Path, help="texts: .txt (one per line), .jsonl, .csv or .parquet")
     p.add_argument("--out", type=Path, required=True, help="predictions file: .jsonl or .csv")
     p.add_argument(
@@ -43,16 +49,43 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "calibrate` recorded for them (default: %(default)s)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--with-spans",
+        type=Path,
+        metavar="SPAN_MODEL_DIR",
+        default=None,
+        help="a span tagger folder: rows the classifier flags also get their spans (the others spans: null)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.epilog = (
         "Example: modernenc predict checkpoints/quickstart-finetune-ade/best-hf data/ade/test.jsonl "
-        "--out predictions.jsonl"
+        "--out predictions.jsonl\n"
+        "Spans:   modernenc predict checkpoints/quickstart-finetune-ade-spans/best-hf data/ade/test.jsonl "
+        "--out spans.jsonl\n"
+        "Both:    modernenc predict checkpoints/quickstart-finetune-ade/best-hf data/ade/test.jsonl "
+        "--with-spans checkpoints/quickstart-finetune-ade-spans/best-hf --out flagged.jsonl"
     )
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from modernenc.tasks.predict import format_summary, predict_file
+    from modernenc.tasks.extract import is_token_classifier
 
+    if args.model_dir.is_dir() and (args.model_dir / "config.json").is_file():
+        if is_token_classifier(args.model_dir):
+            _predict_spans(args)
+            return
+    from modernenc.tasks.predict import check_output_path, format_summary, predict_file
+
+    annotate = None
+    if args.with_spans is not None:  # the tagger is checked and loaded before any work
+        from functools import partial
+
+        from modernenc.tasks.extract import SpanTagger, add_spans
+        from modernenc.tasks.predict import resolve_device
+
+        check_output_path(args.out, force=args.force, input_path=args.input, model_dir=args.model_dir)
+        tagger = SpanTagger.from_folder(args.with_spans, resolve_device(args.device, args.dtype), args.dtype)
+        annotate = partial(add_spans, tagger=tagger, batch_size=args.batch_size)
     summary = predict_file(
         args.model_dir,
         args.input,
@@ -64,8 +97,34 @@ def _predict(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         device=args.device,
         force=args.force,
+        annotate=annotate,
     )
     print(format_summary(summary))
+
+
+def _predict_spans(args: argparse.Namespace) -> None:
+    """MODEL_DIR is a span tagger: write each text's spans; the sentence-decision options do not apply."""
+    from modernenc.tasks.extract import predict_spans_file
+
+    if args.with_spans is not None:
+        raise ValueError(
+            f"{args.model_dir} is a span tagger; --with-spans takes the span tagger and MODEL_DIR a sentence "
+            f"classifier (modernenc predict CLASSIFIER_DIR INPUT --with-spans {args.model_dir} ...)"
+        )
+    for option, value in (("--threshold", args.threshold), ("--review-band", args.review_band)):
+        if value is not None:
+            raise ValueError(f"{option} applies to sentence classifiers; {args.model_dir} is a span tagger")
+    summary = predict_spans_file(
+        args.model_dir,
+        args.input,
+        args.out,
+        text_column=args.text_column,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        force=args.force,
+    )
+    print(summary)
 
 
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
@@ -157,7 +216,8 @@ def _export_onnx(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "predict": Command(
-        "classify texts (.txt .jsonl .csv .parquet) with a fine-tuned model: probability, label, review flag",
+        "classify texts (.txt .jsonl .csv .parquet) with a fine-tuned model: probability, label, review "
+        "flag; or extract their spans with a span tagger",
         _predict_args,
         _predict,
     ),

@@ -13,6 +13,7 @@ ADE_EXAMPLE = """example:
   modernenc prepare-ade --source ../shared/data/ade_corpus_v2 --out data/ade
   modernenc prepare-ade --source ../shared/data/ade_corpus_v2 --out data/ade_natural --natural
   modernenc prepare-ade --source hf --out data/ade      # needs the Hugging Face Hub (or its cache)
+  modernenc prepare-ade --task spans --source ../shared/data/ade_corpus_v2 --out data/ade-spans
   (also `python data_prep/ade.py ...` from a checkout)
 """
 
@@ -24,9 +25,17 @@ def _ade_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
         required=True,
-        help=f"ADE corpus v2 folder (DRUG-AE.rel, ADE-NEG.txt), or 'hf' for {HF_NAME}/{HF_CONFIG}",
+        help=f"ADE corpus v2 folder (DRUG-AE.rel, ADE-NEG.txt), or 'hf' for {HF_NAME}/{HF_CONFIG} (with "
+        "--task spans also its drug-ADE relation config, which has no document offsets)",
     )
     p.add_argument("--out", required=True, help="output folder for {train,validation,test}.jsonl")
+    p.add_argument(
+        "--task",
+        choices=sorted(ADE_TASKS),
+        default="classification",
+        help="classification: {text, label} per sentence; spans: {text, spans, relations} with the drug "
+        "and adverse-effect mentions, on the same split (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=42, help="seed of the sub-sample and the split (default 42)")
     p.add_argument(
         "--natural",
@@ -42,11 +51,9 @@ def _ade(args: argparse.Namespace) -> None:
     from modernenc.pv.ade_data import (
         PUBLISHED_UNIQUE,
         dedupe,
-        format_counts,
         make_splits,
         read_raw_ade,
         read_raw_hf,
-        write_splits,
     )
     from modernenc.utils.outputs import check_output_folder, writing_folder
 
@@ -57,6 +64,7 @@ def _ade(args: argparse.Namespace) -> None:
     rows = read_raw_hf() if source is None else read_raw_ade(source)
     found = dedupe(rows)
     splits = make_splits(found.positives, found.negatives, seed=args.seed, natural=args.natural)
+    write = ADE_TASKS[args.task](args, splits)  # reads what the task needs before anything is written
     unique = len(found.positives) + len(found.negatives)
     print(
         f"read {found.raw_rows['positive']:,} positive and {found.raw_rows['negative']:,} negative rows; "
@@ -77,9 +85,55 @@ def _ade(args: argparse.Namespace) -> None:
         "conflicts": found.conflicts,
     }
     with writing_folder(out, kind="ade-splits", tool="prepare-ade") as staging:
-        write_splits(splits, staging, info)
-    print(format_counts(splits))
+        write(staging, info)
     print(f"wrote {out} (split_info.json: seed {args.seed}, sha256 per file)")
+
+
+def _classification_splits(args: argparse.Namespace, splits: dict):
+    from modernenc.pv.ade_data import format_counts, write_splits
+
+    def write(out: Path, info: dict) -> None:
+        write_splits(splits, out, {**info, "task": "classification"})
+        print(format_counts(splits))
+
+    return write
+
+
+def _span_splits(args: argparse.Namespace, splits: dict):
+    """The same split with each positive sentence's drug and effect mentions (pv/ade_spans.py)."""
+    from modernenc.pv.ade_data import HF_NAME
+    from modernenc.pv.ade_spans import (
+        HF_RELATION_CONFIG,
+        build_span_rows,
+        format_span_counts,
+        format_stats,
+        read_relation_lines,
+        read_relation_lines_hf,
+        span_splits,
+        write_span_splits,
+    )
+
+    if args.source == "hf":
+        lines = read_relation_lines_hf(HF_NAME, HF_RELATION_CONFIG)
+    else:
+        lines = read_relation_lines(args.source)
+    rows, stats = build_span_rows(lines)
+    span_rows = span_splits(splits, rows)
+
+    def write(out: Path, info: dict) -> None:
+        print(format_stats(stats))
+        if stats.unplaced >= 0.01 * stats.mentions:
+            print(
+                f"warning: {stats.unplaced:,} of {stats.mentions:,} mentions could not be placed",
+                file=sys.stderr,
+            )
+        write_span_splits(span_rows, out, {**info, "task": "spans", "spans": stats.as_dict()})
+        print(format_span_counts(span_rows))
+
+    return write
+
+
+ADE_TASKS = {"classification": _classification_splits, "spans": _span_splits}
 
 
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +241,7 @@ COMMANDS = {
         "write the ADE corpus as leak-free train/validation/test JSONL splits",
         _ade_args,
         _ade,
-        description="Build leak-free ADE sentence-classification splits: {text, label} JSONL per split.",
+        description="Build leak-free ADE splits: {text, label} JSONL per split, or with --task spans the "
+        "same sentences with their drug and adverse-effect mentions {text, spans, relations}.",
     ),
 }

@@ -95,15 +95,16 @@ def corpus_sentences(folder: str | Path) -> list[str]:
     return out
 
 
-def read_raw_hf(name: str = HF_NAME, config: str = HF_CONFIG) -> list[tuple[str, int]]:
-    """The Hugging Face classification config (columns ``text``, ``label``) through ``datasets``."""
+def load_hf_split(name: str = HF_NAME, config: str = HF_CONFIG):
+    """The ``train`` split of a Hugging Face dataset config through ``datasets``; offline and uncached, one
+    sentence that says to pass the local corpus folder instead."""
     import datasets
 
     from modernenc.utils.hub import offline_unless_reachable
 
     with offline_unless_reachable() as offline:  # a cached copy still loads offline
         try:
-            ds = datasets.load_dataset(name, config, split="train")
+            return datasets.load_dataset(name, config, split="train")
         except Exception as err:  # hub errors come in many types (connection, offline, not found)
             if offline:
                 raise RuntimeError(
@@ -113,6 +114,11 @@ def read_raw_hf(name: str = HF_NAME, config: str = HF_CONFIG) -> list[tuple[str,
             raise RuntimeError(
                 f"cannot load the Hugging Face dataset '{name}': {type(err).__name__}: {err}"
             ) from err
+
+
+def read_raw_hf(name: str = HF_NAME, config: str = HF_CONFIG) -> list[tuple[str, int]]:
+    """The Hugging Face classification config (columns ``text``, ``label``) through ``datasets``."""
+    ds = load_hf_split(name, config)
     return [(text.strip(), int(label)) for text, label in zip(ds["text"], ds["label"], strict=True)]
 
 

@@ -6,7 +6,9 @@ the recipes shipped in the package and the bundled data from `bundled_data.share
 from the Hugging Face hub into the user's cache first when there is none: `ensure_bundled_data`). A stage
 whose outputs are complete is skipped on a re-run; a killed training stage resumes from its last
 checkpoint. Controls run on the same split: the same fine-tune from random init and from the
-un-annealed checkpoint, and a TF-IDF + logistic-regression baseline.
+un-annealed checkpoint, and a TF-IDF + logistic-regression baseline. The annealed encoder is also
+fine-tuned to tag the drug and adverse-effect mentions of the same split's sentences, beside a lexicon
+baseline.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ FINETUNES = {
     "quickstart-finetune-ade-random-init": ("mini, random init (control)", None),
 }
 ADE_SPLIT = Path("data/ade")
+# ADE extraction: the same split's sentences with their drug and effect mentions, and the span tagger.
+SPANS_SPLIT = Path("data/ade-spans")
+SPANS_RUN = "quickstart-finetune-ade-spans"
+SPANS_LABEL = "mini, pre-trained + annealed (ours)"
 DEFAULT_RESULTS = Path("checkpoints/quickstart-results.md")
 
 
@@ -104,6 +110,15 @@ def stages(out: Path, data: Path | None = None) -> list[Stage]:
             ["prepare-ade", "--source", str(data / "ade_corpus_v2"), "--out", str(ADE_SPLIT), "--force"],
         ),
     ]
+    result.append(
+        Stage(
+            "prepare-ade-spans",
+            f"write the same split with each sentence's drug and adverse-effect mentions -> {SPANS_SPLIT}",
+            lambda: (SPANS_SPLIT / "test.jsonl").is_file(),
+            ["prepare-ade", "--task", "spans", "--source", str(data / "ade_corpus_v2")]
+            + ["--out", str(SPANS_SPLIT), "--force"],
+        )
+    )
     for run_name, (_, init) in FINETUNES.items():
         result.append(
             Stage(
@@ -113,6 +128,14 @@ def stages(out: Path, data: Path | None = None) -> list[Stage]:
                 _train(FINETUNE_RECIPE, run_name, tokenizer, f"model.init_from={init or 'null'}"),
             )
         )
+    result.append(
+        Stage(
+            f"finetune:{SPANS_RUN}",
+            f"fine-tune a drug/effect mention tagger from {ANNEAL_CKPT} -> checkpoints/{SPANS_RUN}",
+            _finished(f"checkpoints/{SPANS_RUN}"),
+            _train("quickstart/finetune_ade_spans", SPANS_RUN, tokenizer, f"model.init_from={ANNEAL_CKPT}"),
+        )
+    )
     result.append(
         Stage(
             "results",
@@ -179,13 +202,24 @@ def _stage_run_dir(stage: Stage) -> Path | None:
 def write_results(out: Path) -> None:
     """The results table: each model at the validation-chosen thresholds, plus the reference rows."""
     from modernenc.pv.data_manifest import describe
-    from modernenc.pv.results import finetune_row, format_table, tfidf_rows
+    from modernenc.pv.results import finetune_row, format_span_table, format_table, tfidf_rows
 
     rows = {
         label: finetune_row(Path("checkpoints") / run_name, ADE_SPLIT / "test.jsonl")
         for run_name, (label, _) in FINETUNES.items()
     }
     rows.update(tfidf_rows(ADE_SPLIT))
-    text = format_table(rows, data=describe(shared_data_dir()))
+    text = format_table(rows, data=describe(shared_data_dir())) + "\n" + format_span_table(span_rows())
     write_text(out, text, kind="report", tool="quickstart")
     print(text)
+
+
+def span_rows() -> dict[str, dict]:
+    """The span tagger, the lexicon baseline and the gold mentions (the all-pairs rule's ceiling)."""
+    from modernenc.pv.results import gold_mentions_row, lexicon_row, span_model_row
+
+    return {
+        SPANS_LABEL: span_model_row(Path("checkpoints") / SPANS_RUN, SPANS_SPLIT),
+        "lexicon of training mentions (baseline)": lexicon_row(SPANS_SPLIT),
+        "gold mentions (all-pairs relation ceiling)": gold_mentions_row(SPANS_SPLIT),
+    }

@@ -1,1 +1,2 @@
-"""Downstream tasks (ADE sentence classification): splits, baselines, metrics, thresholds, prediction."""
+"""Downstream tasks: sequence and token classification data (labels, words, character spans), metrics,
+thresholds, strict entity scores, batch prediction and span extraction."""

@@ -54,6 +54,14 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
         for split, key in SPLIT_KEYS.items()
         if data[key]
     }
+    token_level = cfg.model.task == "token_classification"
+    if token_level and isinstance(raw["train"][0][0], str):  # texts with character spans
+        return _load_span_data(cfg, raw)
+    if not token_level and isinstance(raw["train"][1][0], list):
+        raise ValueError(
+            f"{data.dataset or data.train}: '{data.label_column}' holds lists (spans or tags), not one label "
+            f"per text; set model.task=token_classification to tag them"
+        )
     names = label_vocabulary(raw["train"][1], data.labels)
     if len(names) < 2:  # torchmetrics would fail later with a message about its own arguments
         origin = f"{data.dataset}[{data.train}]" if data.dataset else data.train
@@ -64,7 +72,6 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
     positive_index = positive_class(names, cfg.evaluation.positive_label)
     if len(names) == 2:
         print(f"positive class (recall, precision and thresholds are about it): {names[positive_index]!r}")
-    token_level = cfg.model.task == "token_classification"
     splits = {}
     for split, (texts, labels) in raw.items():
         origin = data.dataset or data[SPLIT_KEYS[split]]
@@ -91,6 +98,41 @@ def load_classification_data(cfg: DictConfig) -> ClassificationData:
                     "recall needs both classes in the validation split"
                 )
     return ClassificationData(names, positive_index, splits)
+
+
+def _load_span_data(cfg: DictConfig, raw: dict[str, tuple[list, list]]) -> ClassificationData:
+    """Texts with labelled character spans: BIO tags over every token; ``data.labels`` are the entity types
+    (default: those of the training spans, sorted), and other splits may use no others."""
+    from modernenc.tasks.entities import bio_tags
+    from modernenc.tasks.spans import check_spans, span_types, tokenize_spans
+
+    data = cfg.data
+    origin = {split: data.dataset or data[SPLIT_KEYS[split]] for split in raw}
+    declared = [str(t) for t in data.labels] if data.labels is not None else None
+    train = check_spans(*raw["train"], origin["train"], declared)
+    types = declared or span_types(train)
+    if not types:
+        raise ValueError(
+            f"{origin['train']} has no spans in '{data.label_column}'; there is nothing to learn"
+        )
+    names = bio_tags(types)
+    splits = {}
+    for split, (texts, span_lists) in raw.items():
+        checked = train if split == "train" else check_spans(texts, span_lists, origin[split], types)
+        splits[split] = tokenize_spans(texts, checked, names, data.tokenizer, data.max_seq_len)
+        found = splits[split]
+        if found.num_truncated:
+            print(
+                f"note: {found.num_truncated} {split} texts were longer than {data.max_seq_len} tokens and "
+                f"truncated; {found.num_spans_cut} spans beyond the cut are not tagged"
+            )
+        if found.num_misaligned:
+            print(
+                f"note: {found.num_misaligned} {split} spans start or end inside a token; they are tagged on "
+                "the whole tokens, so the tagger cannot reproduce them exactly"
+            )
+    print(f"entity types: {', '.join(types)} (tags: {', '.join(names)})")
+    return ClassificationData(names, 0, splits)
 
 
 # Labels that name the absence of the event, so the other of two labels is the one to detect ("O" is

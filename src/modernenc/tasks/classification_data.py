@@ -34,7 +34,8 @@ def read_labelled_texts(
 ) -> tuple[list, list]:
     """Texts and labels from a file, or from split `source` of HF `dataset`.
 
-    Sequence tasks get strings; token tasks (a list of words per row) get lists of words and of tags.
+    Sequence tasks get strings; token tasks get lists of words and of tags (a list of words per row), or
+    texts and their lists of character spans (``tasks/spans.py``), returned as they are.
     """
     if dataset:
         import datasets
@@ -59,6 +60,8 @@ def read_labelled_texts(
     labels = [row[label_column] for row in rows]
     if isinstance(texts[0], list):
         return texts, [[str(tag) for tag in tags] for tags in labels]
+    if isinstance(labels[0], list):  # character spans per text: checked by tasks/spans.py
+        return [str(t) for t in texts], labels
     return [str(t) for t in texts], [str(label) for label in labels]
 
 

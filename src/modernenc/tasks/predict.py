@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -319,13 +319,15 @@ def predict_file(
     device: str | None = None,
     force: bool = False,
     progress: bool = True,
+    annotate: Callable[[list[dict], list[str], list[bool]], object] | None = None,
 ) -> PredictionSummary:
     """Classify every text of ``input_path`` and write ``out`` with probability, label, needs_review and
     truncated.
 
     ``dtype`` (fp32, bf16, int8) is the precision of the model and of the thresholds: a bf16 or int8 run
     uses the thresholds recorded for it (``modernenc calibrate``), and refuses without them unless
-    ``threshold`` is given."""
+    ``threshold`` is given. ``annotate(rows, texts, flagged)`` may add columns to the output rows before
+    they are written (e.g. ``tasks.extract.add_spans``: the spans of the flagged texts)."""
     if dtype not in PRECISIONS:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(PRECISIONS)}")
     out = check_output_path(out, force=force, input_path=input_path, model_dir=model_dir)
@@ -378,6 +380,8 @@ def predict_file(
                 "truncated": cut,  # the model saw only the first max_length tokens
             }
         )
+    if annotate is not None:
+        annotate(results, [r[column] for r in rows], (probs >= t).tolist())
     write_outputs(results, out)
     return PredictionSummary(
         out=out,

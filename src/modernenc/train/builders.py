@@ -326,7 +326,8 @@ def _with_lora(model: ModernEncoderPreTrainedModel, settings: DictConfig):
 
 
 def build_classification_parts(cfg: DictConfig) -> TaskParts:
-    """Sequence or token classification fine-tuning; keeps the best model by validation F1, and for a
+    """Sequence or token classification fine-tuning; keeps the best model by validation F1 (strict entity
+    F1 for a BIO tagger, with an entity report on validation and test after training), and for a
     binary sequence task chooses the decision thresholds and reports them on test."""
     import torch
 
@@ -362,10 +363,13 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
         )
         evaluation = packed_batch_spec(DataLoader(val, batch_sampler=sampler, collate_fn=collate_packed))
     best_dir = Path(cfg.save_folder) / "best-hf"
+    composer_model = ClassifierComposerModel(model, data.positive_index, token_level)
+    # A BIO tagger is judged by its entities; the token F1 would reward getting the many O tokens right.
+    monitor = "EntityF1" if "EntityF1" in composer_model.eval_metrics else "F1"
     callbacks: list[Callback] = []
     if evaluation is not None:
         patience = cfg.evaluation.early_stopping_patience
-        callbacks.append(BestCheckpoint(best_dir, "F1", patience, tokenizer=cfg.data.tokenizer))
+        callbacks.append(BestCheckpoint(best_dir, monitor, patience, tokenizer=cfg.data.tokenizer))
 
     if evaluation is None:
         print(
@@ -383,6 +387,17 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
             print(f"==> final model in {final_dir} (no thresholds.json: predict uses 0.5 unless told)")
             return
         best = model_class.from_pretrained(best_dir)
+        if monitor == "EntityF1":
+            from modernenc.tasks.span_evaluation import evaluate_tagger
+
+            out = Path(cfg.save_folder) / "eval"
+            with writing_folder(out, kind="report", tool="train") as staging:
+                evaluate_tagger(best, names, data.splits, staging, cfg.data.micro_batch_size)
+            record(out)  # a part of the run
+            print((out / "report.md").read_text())
+            best_f1 = callbacks[0].best
+            print(f"==> best model (validation entity F1 {best_f1:.4f}) in {best_dir}; report in {out}")
+            return
         if len(names) != 2 or token_level:
             print(f"==> best model (validation F1 {callbacks[0].best:.4f}) is in {best_dir}")
             return
@@ -406,7 +421,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
         print(f"==> best model in {best_dir}; report and PR curves in {out}")
 
     return TaskParts(
-        model=ClassifierComposerModel(model, data.positive_index, token_level),
+        model=composer_model,
         train_dataloader=packed_batch_spec(train),
         eval_dataloader=evaluation,
         callbacks=callbacks,

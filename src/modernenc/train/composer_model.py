@@ -83,9 +83,53 @@ class ModernEncoderComposerModel(ComposerModel):
         metric.update(outputs.logits, labels)
 
 
+class EntityScore(Metric):
+    """Strict entity precision, recall or F1 (micro over every entity) of a BIO tagger on packed batches.
+
+    Counts true positives, predicted and gold entities (summed over ranks), sequence by sequence: an entity
+    never runs from one packed sequence into the next. Positions labelled IGNORE_INDEX ([CLS], [SEP], a
+    word's later sub-tokens in word-tag data) are skipped, as in the loss.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, tag_names: list[str], score: str = "f1") -> None:
+        super().__init__()
+        if score not in ("f1", "precision", "recall"):
+            raise ValueError(f"score must be f1, precision or recall; got {score!r}")
+        self.tag_names, self.score = list(tag_names), score
+        for name in ("tp", "predicted", "gold"):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, tag_ids: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
+        from modernenc.tasks.spans import tag_entities
+
+        ids, gold_ids, bounds = tag_ids.tolist(), labels.tolist(), cu_seqlens.tolist()
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            gold = set(tag_entities(gold_ids[start:end], gold_ids[start:end], self.tag_names))
+            found = set(tag_entities(ids[start:end], gold_ids[start:end], self.tag_names))
+            self.tp += len(gold & found)
+            self.predicted += len(found)
+            self.gold += len(gold)
+
+    def compute(self) -> torch.Tensor:
+        tp, predicted, gold = (float(x) for x in (self.tp, self.predicted, self.gold))
+        value = {
+            "precision": tp / predicted if predicted else 0.0,
+            "recall": tp / gold if gold else 0.0,
+            "f1": 2 * tp / (predicted + gold) if predicted + gold else 0.0,
+        }[self.score]
+        return torch.tensor(value)
+
+
+ENTITY_METRICS = {"EntityF1": "f1", "EntityPrecision": "precision", "EntityRecall": "recall"}
+
+
 class ClassifierComposerModel(ModernEncoderComposerModel):
     """A sequence or token classifier; binary tasks report F1, precision, recall, accuracy and AUROC of the
-    positive class (the event to detect), multi-class tasks macro F1 and accuracy."""
+    positive class (the event to detect), multi-class tasks macro F1 and accuracy. A token classifier whose
+    labels are BIO tags also reports strict entity F1, precision and recall (``EntityF1`` etc.)."""
 
     def __init__(
         self, model: ModernEncoderPreTrainedModel, positive_index: int = 1, token_level: bool = False
@@ -98,6 +142,12 @@ class ClassifierComposerModel(ModernEncoderComposerModel):
         from torchmetrics import classification as tm
 
         n = self.model.config.num_labels
+        if self.token_level and self.tag_names is not None:
+            return {
+                **{name: EntityScore(self.tag_names, score) for name, score in ENTITY_METRICS.items()},
+                "F1": tm.MulticlassF1Score(n, average="macro"),
+                "Accuracy": tm.MulticlassAccuracy(n),
+            }
         if n == 2:
             return {
                 "F1": tm.BinaryF1Score(),
@@ -108,9 +158,21 @@ class ClassifierComposerModel(ModernEncoderComposerModel):
             }
         return {"F1": tm.MulticlassF1Score(n, average="macro"), "Accuracy": tm.MulticlassAccuracy(n)}
 
+    @property
+    def tag_names(self) -> list[str] | None:
+        """The BIO tags in class order, or None when the labels are not BIO tags."""
+        from modernenc.tasks.entities import is_bio
+
+        config = self.model.config
+        names = [config.id2label.get(i, str(i)) for i in range(config.num_labels)]
+        return names if is_bio(names) else None
+
     def update_metric(self, batch: dict[str, Any], outputs, metric: Metric) -> None:
+        if isinstance(metric, EntityScore):
+            metric.update(outputs.logits.argmax(-1), batch["labels"], batch["cu_seqlens"])
+            return
         probs, labels = outputs.logits.float().softmax(-1), batch["labels"]
-        if self.token_level:  # only the first sub-token of each word is labelled
+        if self.token_level:  # [CLS]/[SEP] (and, for pre-split words, later sub-tokens) are unlabelled
             keep = labels != IGNORE_INDEX
             probs, labels = probs[keep], labels[keep]
         if self.model.config.num_labels == 2:
