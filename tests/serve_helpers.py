@@ -12,7 +12,11 @@ import httpx
 import torch
 from conftest import SHARED_DATA
 
-from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
+from modernenc.model import (
+    ModernEncoderConfig,
+    ModernEncoderForSequenceClassification,
+    ModernEncoderForTokenClassification,
+)
 from modernenc.tasks.decisions import write_thresholds
 
 TOKENIZER_DIR = SHARED_DATA / "tokenizers" / "modernbert"
@@ -58,6 +62,28 @@ def build_classifier(folder: Path, **config_overrides) -> Path:
         target_recall=0.95,
         review_band=BAND,
     )
+    return folder
+
+
+TAGS = ["O", "B-DRUG", "I-DRUG", "B-EFFECT", "I-EFFECT"]
+
+
+def build_tagger(folder: Path) -> Path:
+    """A random tiny BIO tagger saved as a fine-tuned folder; large weights so it tags some spans."""
+    torch.manual_seed(1)
+    config = ModernEncoderConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        global_attn_every_n_layers=2,
+        local_attention=8,
+        max_position_embeddings=MAX_LENGTH,
+        num_labels=len(TAGS),
+        id2label=dict(enumerate(TAGS)),
+        initializer_range=0.5,
+    )
+    ModernEncoderForTokenClassification(config).save_pretrained(folder, tokenizer_path=TOKENIZER_DIR)
     return folder
 
 

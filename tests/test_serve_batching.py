@@ -35,7 +35,7 @@ class Recorder:
 
     def finalize(self, jobs):
         self.finalized += jobs
-        return [job.probabilities.copy() for job in jobs]
+        return [list(job.outputs) for job in jobs]
 
     def scheduler(self) -> BatchScheduler:
         scheduler = BatchScheduler(self.score, self.finalize, *self.threads, **self.settings)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import torch
 from conftest import cli_error, run_cli
-from serve_helpers import TEXTS, TOKENIZER_DIR, build_classifier, wait_ready
+from serve_helpers import TAGS, TEXTS, TOKENIZER_DIR, build_classifier, build_tagger, wait_ready
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM, ModernEncoderForTokenClassification
 from modernenc.serve.audit import DecisionRecord, SQLiteAuditStore, utc_now
@@ -235,7 +235,7 @@ def other_folders(tmp_path_factory, model_dir):
     [
         ("missing", [], r"model folder \S+missing does not exist"),
         ("mlm", [], r"holds ModernBertForMaskedLM, not a fine-tuned ModernBertForSequenceClassification"),
-        ("tokens", [], r"is a token classifier"),
+        ("tokens", [], r"tags tokens with \['LABEL_0', 'LABEL_1', 'LABEL_2'\], not BIO tags"),
         ("replaced", [], r"thresholds.json was chosen for other weights"),
         (
             "model",
@@ -269,3 +269,18 @@ def test_a_port_in_use_is_named(model_dir, tmp_path, capsys):
         port = taken.getsockname()[1]
         error = cli_error(capsys, "serve", model_dir, "--port", port, "--audit-db", tmp_path / "a.sqlite")
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in error
+
+
+def test_a_span_tagger_is_served_on_extract_and_says_so_at_start_up(tmp_path):
+    tagger = build_tagger(tmp_path / "tagger")
+    server = ServerProcess(tagger, "--device", "cpu", "--audit-db", tmp_path / "audit.sqlite")
+    try:
+        assert f"span tagger ({', '.join(TAGS)}) on /v1/extract" in server.startup_line
+        wait_ready(server.url)
+        response = httpx.post(f"{server.url}/v1/extract", json={"texts": TEXTS[:3]}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"]) == 3
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "audit.sqlite") as connection:
+        assert connection.execute("SELECT count(*) FROM extractions").fetchone()[0] == 3

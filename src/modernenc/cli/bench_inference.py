@@ -220,7 +220,7 @@ def build_engines(folder: Path, wanted: list[tuple[str, str]], threads: int) -> 
             model = ModernEncoderForSequenceClassification.from_pretrained(folder).for_inference(precision)
             engines.append(torch_engine(name, precision, model))
         else:
-            onnx_dir = folder / "onnx"
+            onnx_dir = folder.with_name(f"{folder.name}-onnx")  # beside the model: export-onnx refuses inside
             if not onnx_dir.is_dir():
                 print("exporting the ONNX graphs (not timed) ...", flush=True)
                 export_onnx(folder, onnx_dir, int8=True)

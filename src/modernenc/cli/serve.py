@@ -122,17 +122,23 @@ def _verify(args: argparse.Namespace) -> None:
 
     report = verify_audit_db(args.db)
     print(
-        f"{args.db}: ok: integrity check passed; {report.decisions} decisions and {report.reviews} reviews, "
-        f"both hash chains intact. Chain heads (record them elsewhere to pin the trail's length): "
-        f"decisions {report.decisions_head}, reviews {report.reviews_head}"
+        f"{args.db}: ok: integrity check passed; {report.decisions} decisions, {report.reviews} reviews and "
+        f"{report.extractions} extractions, every hash chain intact. Chain heads (record them elsewhere to "
+        f"pin the trail's length): decisions {report.decisions_head}, reviews {report.reviews_head}, "
+        f"extractions {report.extractions_head}"
     )
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", type=Path, help="the audit database (--audit-db of modernenc serve)")
     p.add_argument("--out", type=Path, required=True, help="output file: .csv or .jsonl")
+    p.add_argument("--since", default=None, help="only rows from this UTC date or date-time on (ISO 8601)")
     p.add_argument(
-        "--since", default=None, help="only decisions from this UTC date or date-time on (ISO 8601)"
+        "--table",
+        choices=("decisions", "extractions"),
+        default="decisions",
+        help="decisions (/v1/classify, each with its latest review) or extractions (/v1/extract's spans) "
+        "(default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
@@ -140,15 +146,18 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> None:
     from modernenc.serve.audit import export_audit_db
 
-    count = export_audit_db(args.db, args.out, since=args.since, force=args.force)
-    print(f"wrote {count} decisions with their latest review to {args.out}")
+    count = export_audit_db(args.db, args.out, since=args.since, force=args.force, table=args.table)
+    what = "decisions with their latest review" if args.table == "decisions" else "extractions"
+    print(f"wrote {count} {what} to {args.out}")
 
 
 AUDIT_ACTIONS = {
     "verify": Command(
-        "check SQLite's integrity and both hash chains; name the first broken row", _verify_args, _verify
+        "check SQLite's integrity and every hash chain; name the first broken row", _verify_args, _verify
     ),
-    "export": Command("write decisions with their latest review to .csv or .jsonl", _export_args, _export),
+    "export": Command(
+        "write decisions with their latest review (or extractions) to .csv or .jsonl", _export_args, _export
+    ),
 }
 
 
@@ -168,7 +177,7 @@ def _audit(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "serve": Command(
-        "serve a fine-tuned classifier over HTTP: batching, limits, API keys, a hash-chained audit trail",
+        "serve a fine-tuned classifier or span tagger over HTTP: batching, limits, API keys, an audit trail",
         _serve_args,
         _serve,
     ),

@@ -27,7 +27,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from modernenc.serve.audit import AuditStore, DecisionRecord, ReviewRecord, UnknownDecision, utc_now
+from modernenc.serve.audit import (
+    AuditStore,
+    DecisionRecord,
+    ExtractionRecord,
+    ReviewRecord,
+    UnknownDecision,
+    spans_json,
+    utc_now,
+)
 from modernenc.serve.auth import ApiKeys
 from modernenc.serve.batching import BatchScheduler, FinalizeFailed, InferenceFailed, Job, QueueFull, Stopped
 from modernenc.serve.engine import DecisionPolicy, Engine
@@ -116,14 +124,15 @@ ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (401, 413, 422
 
 @dataclass
 class RequestContext:
-    """What the audit rows of one classify request need besides the probabilities."""
+    """What the audit rows of one request need besides the model's outputs."""
 
     request_id: str
     key_name: str | None
-    policy: DecisionPolicy
+    policy: DecisionPolicy | None  # None for /v1/extract
     texts: Sequence[str]
     digests: list[str]
     truncated: list[bool]
+    offsets: list[Any] | None = None  # /v1/extract: each text's token character offsets, to decode spans
 
 
 @dataclass
@@ -153,13 +162,18 @@ class ServerState:
 
     # --- runs on the audit thread -----------------------------------------------------------------------
     def finalize(self, jobs: list[Job]) -> list[list[dict]]:
-        """Decide, then commit every decision of ``jobs`` in one transaction; returns the results per job."""
+        """Decide, then commit every result of ``jobs`` in one transaction; returns the results per job."""
+        if self.engine.task == "extract":
+            return self.finalize_extractions(jobs)
+        return self.finalize_decisions(jobs)
+
+    def finalize_decisions(self, jobs: list[Job]) -> list[list[dict]]:
         engine, created = self.engine, utc_now()
         records, outputs = [], []
         for job in jobs:
             context: RequestContext = job.context
             policy, results = context.policy, []
-            for i, probability in enumerate(job.probabilities.tolist()):
+            for i, probability in enumerate(float(p) for p in job.outputs):
                 label, needs_review = policy.decide(probability, engine.positive_label, engine.label_names)
                 decision_id = str(uuid.uuid4())
                 records.append(
@@ -198,11 +212,58 @@ class ServerState:
             self.metrics.decisions.labels(record.label, str(record.needs_review).lower()).inc()
         return outputs
 
+    def finalize_extractions(self, jobs: list[Job]) -> list[list[dict]]:
+        """Decode each text's spans, commit one extraction row per text, return them with their ids."""
+        engine, created = self.engine, utc_now()
+        records, outputs = [], []
+        for job in jobs:
+            context: RequestContext = job.context
+            found = engine.spans(context.texts, context.offsets, job.outputs)
+            results = []
+            for i, spans in enumerate(found):
+                extraction_id = str(uuid.uuid4())
+                records.append(
+                    ExtractionRecord(
+                        extraction_id=extraction_id,
+                        request_id=context.request_id,
+                        created_at=created,
+                        key_name=context.key_name,
+                        text_sha256=context.digests[i],
+                        text=context.texts[i] if self.settings.audit_store_text else None,
+                        model_digest=engine.digest,
+                        dtype=engine.dtype,
+                        spans=spans_json(spans),
+                        truncated=context.truncated[i],
+                    )
+                )
+                results.append(
+                    {"spans": spans, "truncated": context.truncated[i], "extraction_id": extraction_id}
+                )
+            outputs.append(results)
+        with self.metrics.audit_seconds.time():
+            self.store.append_extractions(records)
+        for result in (r for results in outputs for r in results):
+            for span in result["spans"]:
+                self.metrics.spans.labels(span["label"]).inc()
+        return outputs
+
+
+def _digests(texts: Sequence[str]) -> list[str]:
+    return [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+
 
 def _prepare(engine: Engine, texts: Sequence[str]) -> tuple[list[list[int]], list[bool], list[str]]:
     """Token ids, truncation flags and SHA-256 digests of the texts (on the tokenizer thread)."""
     ids, truncated = engine.tokenize(texts)
-    return ids, truncated, [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    return ids, truncated, _digests(texts)
+
+
+def _prepare_spans(
+    engine: Engine, texts: Sequence[str]
+) -> tuple[list[list[int]], list[bool], list[str], list]:
+    """Token ids, truncation flags, digests and character offsets of the texts (on the tokenizer thread)."""
+    ids, offsets, truncated = engine.frame(texts)
+    return ids, truncated, _digests(texts), offsets
 
 
 async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -299,7 +360,7 @@ def create_app(
         state.model_thread = ThreadPoolExecutor(1, thread_name_prefix="modernenc-model")
         state.audit_thread = ThreadPoolExecutor(1, thread_name_prefix="modernenc-audit")
         state.scheduler = BatchScheduler(
-            score=engine.score,
+            score=engine.run,
             finalize=state.finalize,
             model_executor=state.model_thread,
             finalize_executor=state.audit_thread,
@@ -338,7 +399,8 @@ def create_app(
         version=__version__,
         description=(
             "Decisions of a fine-tuned binary classifier with the threshold and review band chosen on "
-            "validation (thresholds.json), each recorded in a hash-chained audit trail before it is returned."
+            "validation (thresholds.json), or the spans a fine-tuned tagger finds, each recorded in a "
+            "hash-chained audit trail before it is returned."
         ),
         lifespan=lifespan,
     )
@@ -396,6 +458,38 @@ def create_app(
         assert state.scheduler is not None
         return state.scheduler
 
+    async def run_texts(
+        request: Request, key: str | None, texts: list[str], policy: DecisionPolicy | None
+    ) -> tuple[str, Any]:
+        """Admit, tokenize, queue, run and record one request's texts: (request_id, results per text)."""
+        scheduler = running_scheduler()
+        try:
+            scheduler.admit(len(texts))  # before tokenizing: a full queue costs nothing
+        except QueueFull as full:
+            raise ApiError(
+                429,
+                f"the queue is full ({settings.max_queue_texts} texts, --max-queue-texts); retry after "
+                f"{full.retry_after} s",
+                {"Retry-After": str(full.retry_after)},
+            ) from None
+        except Stopped:
+            raise ApiError(503, "the server is shutting down", {"Retry-After": "1"}) from None
+        prepare = _prepare if engine.task == "classify" else _prepare_spans
+        try:
+            ids, truncated, digests, *offsets = await asyncio.get_running_loop().run_in_executor(
+                state.tokenizer_thread, prepare, engine, texts
+            )
+        except BaseException:
+            scheduler.release(len(texts))
+            raise
+        request_id = uuid.uuid4().hex
+        context = RequestContext(
+            request_id, key, policy, texts, digests, truncated, offsets[0] if offsets else None
+        )
+        results = await _await_job(scheduler.submit(ids, context), request, scheduler)
+        state.metrics.truncated.inc(sum(truncated))
+        return request_id, results
+
     # --- probes and metadata ----------------------------------------------------------------------------
     @app.get("/health", tags=["probes"])
     async def health() -> dict:
@@ -420,8 +514,8 @@ def create_app(
 
     @app.get("/v1/info", tags=["model"])
     async def info(key: str | None = Depends(caller)) -> dict:
-        """The model, its decision rule, the server's limits and version."""
-        policy = engine.default_policy
+        """The model, its decision rule (none for a span tagger), the server's limits and version."""
+        policy = engine.default_policy  # None for a span tagger: it makes no sentence decision
         return {
             "version": __version__,
             "model": {
@@ -433,10 +527,10 @@ def create_app(
                 "positive_label": engine.positive_label,
                 "label_names": engine.label_names,
                 "thresholds": engine.thresholds,
-                "threshold_name": policy.threshold_name,
-                "threshold": policy.threshold,
-                "threshold_source": policy.source,
-                "review_band": list(policy.review_band),
+                "threshold_name": policy.threshold_name if policy else None,
+                "threshold": policy.threshold if policy else None,
+                "threshold_source": policy.source if policy else None,
+                "review_band": list(policy.review_band) if policy else None,
             },
             "limits": {
                 "max_batch_tokens": settings.max_batch_tokens,
@@ -461,35 +555,13 @@ def create_app(
         """Probability, label and review flag per text, in input order; each decision is in the audit
         trail before the response is sent."""
         if engine.task != "classify":
-            raise ApiError(404, "this server serves a token classifier; use /v1/extract")
+            raise ApiError(404, "this server serves a span tagger; use /v1/extract")
         body: ClassifyRequest = _parse(
             ClassifyRequest, await _read_body(request, settings.max_request_bytes, settings.body_timeout_s)
         )
         _check_texts(body.texts, settings)
         policy = engine.policy(body.threshold)
-        scheduler = running_scheduler()
-        try:
-            scheduler.admit(len(body.texts))  # before tokenizing: a full queue costs nothing
-        except QueueFull as full:
-            raise ApiError(
-                429,
-                f"the queue is full ({settings.max_queue_texts} texts, --max-queue-texts); retry after "
-                f"{full.retry_after} s",
-                {"Retry-After": str(full.retry_after)},
-            ) from None
-        except Stopped:
-            raise ApiError(503, "the server is shutting down", {"Retry-After": "1"}) from None
-        try:
-            ids, truncated, digests = await asyncio.get_running_loop().run_in_executor(
-                state.tokenizer_thread, _prepare, engine, body.texts
-            )
-        except BaseException:
-            scheduler.release(len(body.texts))
-            raise
-        request_id = uuid.uuid4().hex
-        job = scheduler.submit(ids, RequestContext(request_id, key, policy, body.texts, digests, truncated))
-        results = await _await_job(job, request, scheduler)
-        state.metrics.truncated.inc(sum(truncated))
+        request_id, results = await run_texts(request, key, body.texts, policy)
         response.headers["X-Request-ID"] = request_id
         return {
             "request_id": request_id,
@@ -510,13 +582,26 @@ def create_app(
         responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse}},
         openapi_extra=_body_schema(ExtractRequest),
     )
-    async def extract(request: Request, key: str | None = Depends(caller)) -> Any:
-        """Spans of each text (character offsets, label, score), for a token-classification model."""
+    async def extract(request: Request, response: Response, key: str | None = Depends(caller)) -> Any:
+        """Spans of each text (character offsets, label, score), in input order, for a span tagger; each
+        text's spans are in the audit trail before the response is sent."""
         if engine.task != "extract":
             raise ApiError(
-                404, "this server serves a sequence classifier; /v1/extract needs a token classifier"
+                404,
+                "this server serves a sentence classifier; use /v1/classify (/v1/extract needs a span "
+                "tagger)",
             )
-        raise ApiError(503, "span extraction is not wired up in this version")  # TODO(branch spans)
+        body: ExtractRequest = _parse(
+            ExtractRequest, await _read_body(request, settings.max_request_bytes, settings.body_timeout_s)
+        )
+        _check_texts(body.texts, settings)
+        request_id, results = await run_texts(request, key, body.texts, None)
+        response.headers["X-Request-ID"] = request_id
+        return {
+            "request_id": request_id,
+            "model": {"digest": engine.digest, "dtype": engine.dtype},
+            "results": results,
+        }
 
     # --- human review -----------------------------------------------------------------------------------
     @app.get("/v1/review", tags=["review"], response_model=PendingReviews, responses=ERROR_RESPONSES)

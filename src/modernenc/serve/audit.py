@@ -1,4 +1,5 @@
-"""The audit trail: one row per automated decision, append-only review rows, each table a hash chain.
+"""The audit trail: one row per automated decision (a classification, or the spans extracted from a text),
+append-only review rows, each table a hash chain.
 
 Every row stores ``prev_hash`` (the previous row's ``row_hash``; 64 zeros for the first) and ``row_hash`` =
 SHA-256 of the row's canonical JSON (its sequence number, ``prev_hash`` and every field, keys sorted). A
@@ -26,7 +27,7 @@ from typing import Protocol
 from modernenc.utils.outputs import check_output_file, writing_file
 
 GENESIS = "0" * 64
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the extractions table; a version 1 trail gains it when a server opens it
 VERDICTS = ("event", "no_event")
 EXPORT_FORMATS = (".csv", ".jsonl")
 
@@ -71,6 +72,22 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True)
+class ExtractionRecord:
+    """The spans a span tagger returned for one text, with who asked, on what input and with which model."""
+
+    extraction_id: str
+    request_id: str
+    created_at: str
+    key_name: str | None
+    text_sha256: str
+    text: str | None  # only with --audit-store-text
+    model_digest: str
+    dtype: str
+    spans: str  # the spans returned, as canonical JSON (keys sorted): exactly what the client received
+    truncated: bool
+
+
+@dataclass(frozen=True)
 class ReviewRecord:
     """A human verdict on a decision. Never edited: a second review is another row."""
 
@@ -85,10 +102,16 @@ class ReviewRecord:
 
 DECISION_FIELDS = tuple(DecisionRecord.__dataclass_fields__)
 REVIEW_FIELDS = tuple(ReviewRecord.__dataclass_fields__)
+EXTRACTION_FIELDS = tuple(ExtractionRecord.__dataclass_fields__)
 BOOLEAN_FIELDS = ("needs_review", "truncated")
 
 
-def _columns(record: DecisionRecord | ReviewRecord) -> dict:
+def spans_json(spans: Sequence[dict]) -> str:
+    """The canonical JSON an extraction row stores (and hashes) for the spans a client received."""
+    return json.dumps(list(spans), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _columns(record: DecisionRecord | ExtractionRecord | ReviewRecord) -> dict:
     """Field values as SQLite stores and returns them (booleans as 0/1), so hashing before the insert and
     after reading back sees the same values."""
     return {k: int(v) if isinstance(v, bool) else v for k, v in asdict(record).items()}
@@ -107,6 +130,8 @@ class AuditStore(Protocol):
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None: ...
 
+    def append_extractions(self, records: Sequence[ExtractionRecord]) -> None: ...
+
     def append_review(self, record: ReviewRecord) -> None:
         """Raises ``UnknownDecision`` when ``record.decision_id`` is not in the trail."""
 
@@ -119,7 +144,38 @@ class AuditStore(Protocol):
 # ---------------------------------------------------------------------------------------------------------
 # SQLite
 
-_SCHEMA = f"""
+_EXTRACTIONS = """
+CREATE TABLE IF NOT EXISTS extractions (
+    seq INTEGER PRIMARY KEY,
+    extraction_id TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    key_name TEXT,
+    text_sha256 TEXT NOT NULL,
+    text TEXT,
+    model_digest TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    spans TEXT NOT NULL,
+    truncated INTEGER NOT NULL,
+    prev_hash TEXT NOT NULL,
+    row_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS extractions_time ON extractions (created_at);
+"""
+
+
+def _append_only(*tables: str) -> str:
+    return "".join(
+        f"""
+CREATE TRIGGER IF NOT EXISTS {table}_no_{action} BEFORE {action.upper()} ON {table}
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: {table} rows cannot be {past}'); END;"""
+        for table in tables
+        for action, past in (("update", "changed"), ("delete", "deleted"))
+    )
+
+
+_SCHEMA = (
+    f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY,
@@ -157,12 +213,9 @@ CREATE TABLE IF NOT EXISTS reviews (
     row_hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reviews_decision ON reviews (decision_id, seq);
-""" + "".join(
-    f"""
-CREATE TRIGGER IF NOT EXISTS {table}_no_{action} BEFORE {action.upper()} ON {table}
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: {table} rows cannot be {past}'); END;"""
-    for table in ("decisions", "reviews")
-    for action, past in (("update", "changed"), ("delete", "deleted"))
+"""
+    + _EXTRACTIONS
+    + _append_only("decisions", "reviews", "extractions")
 )
 
 
@@ -216,6 +269,9 @@ class SQLiteAuditStore:
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
             _check_schema(self._db, self.path)
+            if not self._has_tables("extractions"):  # a version 1 trail: add the table, keep every row
+                self._db.executescript(_EXTRACTIONS + _append_only("extractions"))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise AuditError(f"{path}: SQLite refused WAL mode (journal_mode={mode})")
@@ -228,8 +284,8 @@ class SQLiteAuditStore:
             self._db.close()
             raise
 
-    def _has_tables(self) -> bool:
-        row = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()
+    def _has_tables(self, name: str = "decisions") -> bool:
+        row = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (name,)).fetchone()
         return bool(row[0])
 
     def _append(self, table: str, fields: Sequence[str], records: Sequence) -> None:
@@ -256,6 +312,10 @@ class SQLiteAuditStore:
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         if records:
             self._append("decisions", DECISION_FIELDS, records)
+
+    def append_extractions(self, records: Sequence[ExtractionRecord]) -> None:
+        if records:
+            self._append("extractions", EXTRACTION_FIELDS, records)
 
     def append_review(self, record: ReviewRecord) -> None:
         known = self._db.execute(
@@ -302,6 +362,8 @@ class ChainReport:
     reviews: int
     decisions_head: str  # the newest row's hash: record it elsewhere to pin the trail's length
     reviews_head: str
+    extractions: int = 0
+    extractions_head: str = GENESIS
 
 
 def open_existing(path: str | Path) -> sqlite3.Connection:
@@ -313,6 +375,11 @@ def open_existing(path: str | Path) -> sqlite3.Connection:
     _check_schema(db, path)
     db.execute("PRAGMA query_only = ON")
     return db
+
+
+def _table_exists(db: sqlite3.Connection, name: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return found is not None
 
 
 def _verify_table(
@@ -345,6 +412,11 @@ def verify_audit_db(path: str | Path) -> ChainReport:
         db.execute("BEGIN")  # one snapshot, while a live server keeps appending
         decisions, decisions_head = _verify_table(db, "decisions", DECISION_FIELDS, "decision_id")
         reviews, reviews_head = _verify_table(db, "reviews", REVIEW_FIELDS, "review_id")
+        extractions, extractions_head = 0, GENESIS
+        if _table_exists(db, "extractions"):  # a version 1 trail that no server opened since has none
+            extractions, extractions_head = _verify_table(
+                db, "extractions", EXTRACTION_FIELDS, "extraction_id"
+            )
         orphan = db.execute(
             "SELECT r.seq, r.review_id FROM reviews AS r LEFT JOIN decisions AS d USING (decision_id) "
             "WHERE d.decision_id IS NULL ORDER BY r.seq LIMIT 1"
@@ -354,7 +426,7 @@ def verify_audit_db(path: str | Path) -> ChainReport:
                 f"reviews row seq={orphan[0]} (review_id={orphan[1]}) reviews a decision the trail lacks"
             )
         db.execute("COMMIT")
-        return ChainReport(decisions, reviews, decisions_head, reviews_head)
+        return ChainReport(decisions, reviews, decisions_head, reviews_head, extractions, extractions_head)
     finally:
         db.close()
 
@@ -395,11 +467,36 @@ def _export_rows(db: sqlite3.Connection, since: str | None) -> Iterator[dict]:
         yield _decision_dict(row)
 
 
-def export_audit_db(path: str | Path, out: str | Path, since: str | None = None, force: bool = False) -> int:
-    """Write every decision (from ``since``) with its latest review to .csv or .jsonl; returns the count."""
+def _extraction_rows(db: sqlite3.Connection, since: str | None) -> Iterator[dict]:
+    if not _table_exists(db, "extractions"):
+        return
+    query = f"""SELECT {", ".join(EXTRACTION_FIELDS)} FROM extractions
+        {"WHERE created_at >= ?" if since else ""} ORDER BY seq"""
+    for row in db.execute(query, (since,) if since else ()):
+        yield _decision_dict(row)
+
+
+EXPORTS = {  # table -> (CSV columns, rows)
+    "decisions": ((*DECISION_FIELDS, *EXPORT_REVIEW_COLUMNS), _export_rows),
+    "extractions": (EXTRACTION_FIELDS, _extraction_rows),
+}
+
+
+def export_audit_db(
+    path: str | Path,
+    out: str | Path,
+    since: str | None = None,
+    force: bool = False,
+    table: str = "decisions",
+) -> int:
+    """Write every decision (with its latest review) or every extraction (``table``), from ``since``, to
+    .csv or .jsonl; returns the count."""
     out = Path(out)
     if out.suffix.lower() not in EXPORT_FORMATS:
         raise ValueError(f"--out {out} must end in {' or '.join(EXPORT_FORMATS)}")
+    if table not in EXPORTS:
+        raise ValueError(f"unknown audit table {table!r}; choose {' or '.join(EXPORTS)}")
+    columns, rows = EXPORTS[table]
     # --force replaces only an earlier export, never the database or a file of the user's
     check_output_file(out, kind="audit-export", force=force, inputs=[path], what="--out")
     start = parse_since(since) if since else None
@@ -413,9 +510,9 @@ def export_audit_db(path: str | Path, out: str | Path, since: str | None = None,
         ):
             writer = None
             if out.suffix.lower() == ".csv":
-                writer = csv.DictWriter(f, fieldnames=[*DECISION_FIELDS, *EXPORT_REVIEW_COLUMNS])
+                writer = csv.DictWriter(f, fieldnames=list(columns))
                 writer.writeheader()
-            for row in _export_rows(db, start):
+            for row in rows(db, start):
                 if writer is not None:
                     writer.writerow(row)
                 else:

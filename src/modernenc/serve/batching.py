@@ -6,7 +6,8 @@ cost), waiting at most ``max_wait_s`` after the oldest waiting text arrived for 
 wait, one job gets at most half of a batch on the first pass, so a large request cannot hold small ones
 back for several batches; a second pass fills what is left, oldest first.
 
-The model runs on one worker thread (``score``), never on the event loop; batch k+1 runs while batch k's
+The model runs on one worker thread (``score``: one output per text, a probability or a text's tag
+probabilities), never on the event loop; batch k+1 runs while batch k's
 audit rows are committed on another thread (``finalize``). Commits are grouped: each takes every job
 finished since the last one, so a slow disk means fewer, larger transactions rather than a growing backlog.
 A job's future resolves only after ``finalize`` returned for it, which is where the server commits the
@@ -26,8 +27,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +57,13 @@ class Job:
     context: Any  # whatever finalize needs (the request's decision policy, caller, texts' digests)
     future: asyncio.Future
     enqueued_at: float  # loop.time()
-    probabilities: np.ndarray = field(init=False)
+    outputs: list[Any] = field(init=False)  # the model's output per text, in input order
     next_index: int = 0  # the next text to put into a batch
     done: int = 0  # texts scored
     cancelled: bool = False
 
     def __post_init__(self) -> None:
-        self.probabilities = np.full(len(self.ids), np.nan)
+        self.outputs = [None] * len(self.ids)
 
     @property
     def waiting(self) -> int:
@@ -73,7 +72,7 @@ class Job:
 
 @dataclass
 class BatchScheduler:
-    score: Callable[[list[Sequence[int]]], np.ndarray]  # runs on model_executor
+    score: Callable[[list[Sequence[int]]], Sequence[Any]]  # runs on model_executor; one output per text
     finalize: Callable[[list[Job]], list[Any]]  # runs on finalize_executor; one output per job
     model_executor: Executor
     finalize_executor: Executor
@@ -263,7 +262,7 @@ class BatchScheduler:
                 self.metrics.queue_seconds.observe(started - job.enqueued_at)
         clock = time.perf_counter()
         try:
-            probabilities = await loop.run_in_executor(self.model_executor, self.score, ids)
+            outputs = await loop.run_in_executor(self.model_executor, self.score, ids)
         except Exception as err:
             logger.exception("inference failed on a batch of %d texts", len(ids))
             for job in {job for job, _ in batch}:
@@ -278,8 +277,8 @@ class BatchScheduler:
             speed = len(ids) / seconds
             self._texts_per_s = speed if self._texts_per_s is None else 0.8 * self._texts_per_s + 0.2 * speed
         completed = []
-        for (job, i), p in zip(batch, probabilities, strict=True):
-            job.probabilities[i] = p
+        for (job, i), output in zip(batch, outputs, strict=True):
+            job.outputs[i] = output
             job.done += 1
             if job.done == len(job.ids) and not job.cancelled:
                 completed.append(job)

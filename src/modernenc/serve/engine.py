@@ -10,9 +10,9 @@ and decisions use the rule thresholds.json records for that precision (``read_th
 a bf16 or int8 folder without one is refused at start-up, naming `modernenc calibrate`, since a
 threshold chosen on fp32 scores does not carry over.
 
-TODO(span extraction, branch ``spans``): ``/v1/extract`` serves token-classification folders through
-``modernenc.tasks.extract``. Until this adapter is wired to that API, a token classifier is refused at
-start-up with one sentence (``_refuse_token_classifier``), and ``Engine.extract`` is the one call to fill.
+A span tagger (a token classifier with BIO tags) is served on ``/v1/extract`` through
+``tasks.extract.SpanTagger``: ``frame`` tokenizes with character offsets, ``tag`` runs one packed batch and
+``spans`` decodes, by the rule `modernenc predict` and the validation scores use.
 """
 
 from __future__ import annotations
@@ -68,20 +68,21 @@ class Engine:
     """A loaded model with its decision rule; ``tokenize`` and ``score`` are thread-safe."""
 
     model_dir: Path
-    task: str  # "classify" (sequence classifier) or "extract" (token classifier)
+    task: str  # "classify" (sequence classifier) or "extract" (span tagger)
     dtype: str
     device: str
     digest: str  # SHA-256 of the weights (see weights_digest)
     max_length: int  # tokens per text, [CLS] and [SEP] included; longer texts are truncated
-    positive_label: int
-    label_names: list[str] | None
+    positive_label: int | None  # None for a span tagger, which makes no sentence decision
+    label_names: list[str] | None  # a span tagger's: its BIO tags
     thresholds: dict[str, float]  # every threshold thresholds.json records, for /v1/info
-    default_policy: DecisionPolicy
+    default_policy: DecisionPolicy | None
     _rule: Any = field(repr=False)  # tasks.decisions.DecisionRule | None
     _model: Any = field(repr=False)
     _tokenizer: Any = field(repr=False)
     _cls_id: int = field(repr=False)
     _sep_id: int = field(repr=False)
+    _tagger: Any = field(default=None, repr=False)  # tasks.extract.SpanTagger, for task "extract"
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def policy(self, threshold: float | None = None) -> DecisionPolicy:
@@ -129,18 +130,42 @@ class Engine:
             raise FloatingPointError(f"the model returned {bad} non-finite probabilities in a batch")
         return probabilities
 
-    def extract(self, texts: Sequence[str]) -> list[list[dict]]:
-        """Spans per text: ``{"start", "end", "text", "label", "score"}`` with character offsets.
+    def frame(self, texts: Sequence[str]) -> tuple[list[list[int]], list[Any], list[bool]]:
+        """A span tagger's token ids, character offsets and truncation flags per text, framed and cut as
+        ``modernenc predict`` frames them."""
+        with self._tokenizer_lock:
+            framed, truncated = self._tagger.frame(texts)
+        return [ids for ids, _ in framed], [offsets for _, offsets in framed], truncated
 
-        TODO(branch ``spans``): call ``modernenc.tasks.extract`` here. Unreachable today: load_engine
-        refuses token classifiers."""
-        raise NotImplementedError("span extraction is not wired to modernenc.tasks.extract yet")
+    def tag(self, token_ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Tag probabilities ``[tokens, tags]`` per sequence, in input order, from ONE packed forward pass."""
+        from modernenc.tasks.extract import predict_token_probabilities
+
+        if self.task != "extract":
+            raise RuntimeError(f"{self.model_dir} is not a span tagger; it cannot tag texts")
+        probabilities = predict_token_probabilities(self._model, token_ids, len(token_ids))
+        if not all(np.isfinite(p).all() for p in probabilities):  # argmax of NaN is tag 0: silently wrong
+            raise FloatingPointError("the model returned non-finite tag probabilities in a batch")
+        return probabilities
+
+    def spans(self, texts: Sequence[str], offsets: Sequence[Any], probabilities: Sequence[Any]) -> list[list]:
+        """Spans ``{start, end, label, text, score}`` per text (``tasks.extract.decode``)."""
+        ids = [None] * len(texts)  # decode reads only the offsets of the framing
+        return self._tagger.decode(texts, list(zip(ids, offsets, strict=True)), probabilities)
+
+    def run(self, token_ids: Sequence[Sequence[int]]) -> Sequence[Any]:
+        """The model's output per text for this engine's task: what the batch scheduler runs."""
+        return self.score(token_ids) if self.task == "classify" else self.tag(token_ids)
 
     def warm_up(self) -> None:
         """One real batch through tokenizer and model, so the first request does not pay for lazy setup."""
+        texts = ["Warm-up: the patient developed a rash after amoxicillin."] * 4
         if self.task == "classify":
-            ids, _ = self.tokenize(["Warm-up: the patient developed a rash after amoxicillin."] * 4)
+            ids, _ = self.tokenize(texts)
             self.score(ids)
+        else:
+            ids, offsets, _ = self.frame(texts)
+            self.spans(texts, offsets, self.tag(ids))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,21 +204,6 @@ def _architecture(model_dir: Path) -> str:
     raise ModelRefused(
         f"{model_dir} holds {found}, not a fine-tuned {SEQUENCE_CLASSIFIER} or {TOKEN_CLASSIFIER}; "
         "serve a fine-tuned classifier"
-    )
-
-
-def _refuse_token_classifier(model_dir: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("modernenc.tasks.extract") is None:
-        raise ModelRefused(
-            f"{model_dir} is a token classifier, and this modernenc has no span extraction "
-            "(modernenc.tasks.extract) to serve /v1/extract with; serve a sequence classifier"
-        )
-    # TODO(branch spans): load it through modernenc.tasks.extract and fill Engine.extract.
-    raise ModelRefused(
-        f"{model_dir} is a token classifier; serving span extraction is not wired up in this version "
-        "of modernenc serve yet"
     )
 
 
@@ -244,21 +254,13 @@ def _label_names(rule, id2label: dict | None, num_labels: int) -> list[str] | No
 
 def resolve_device(device: str = "auto", dtype: str = "fp32") -> str:
     """``auto`` (CUDA when there is one, except for int8: the CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked
-    before any loading."""
-    import torch
+    before any loading (``tasks.predict.resolve_device``, as `modernenc predict` checks it)."""
+    from modernenc.tasks.predict import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() and dtype != "int8" else "cpu"
-    kind, _, index = device.partition(":")
-    if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
-        raise ModelRefused(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N")
-    if dtype == "int8" and device != "cpu":
-        raise ModelRefused(
-            f"--dtype int8 runs on the CPU only; use --device cpu, or --dtype bf16 on {device}"
-        )
-    if kind == "cuda" and int(index or 0) >= torch.cuda.device_count():
-        raise ModelRefused(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    try:
+        return str(resolve(device, dtype))
+    except ValueError as err:
+        raise ModelRefused(str(err)) from None
 
 
 def load_engine(model_dir: str | Path, dtype: str = "fp32", device: str = "auto") -> Engine:
@@ -272,9 +274,9 @@ def load_engine(model_dir: str | Path, dtype: str = "fp32", device: str = "auto"
     _check_dtype(dtype)
     device = resolve_device(device, dtype)
     architecture = _architecture(model_dir)
-    if TASKS[architecture] == "extract":
-        _refuse_token_classifier(model_dir)
     digest = weights_digest(model_dir)
+    if TASKS[architecture] == "extract":
+        return _load_tagger(model_dir, dtype, device, digest)
     try:
         rule, threshold, band, source = _decision_rule(model_dir, dtype)
         model, tokenizer = _load_model(model_dir, dtype, device)
@@ -304,4 +306,33 @@ def load_engine(model_dir: str | Path, dtype: str = "fp32", device: str = "auto"
         _tokenizer=tokenizer,
         _cls_id=config.cls_token_id,
         _sep_id=config.sep_token_id,
+    )
+
+
+def _load_tagger(model_dir: Path, dtype: str, device: str, digest: str) -> Engine:
+    """A span tagger for /v1/extract. It makes no sentence decision, so it needs no thresholds.json (int8's
+    spans are argmax tags, not a threshold chosen on fp32 scores); its precision is the one served."""
+    from modernenc.tasks.extract import SpanTagger
+
+    try:
+        tagger = SpanTagger.from_folder(model_dir, device, dtype)
+    except (OSError, ValueError) as err:  # names the folder and why it is not a BIO tagger
+        raise ModelRefused(str(err)) from None
+    return Engine(
+        model_dir=model_dir,
+        task="extract",
+        dtype=dtype,
+        device=str(device),
+        digest=digest,
+        max_length=int(tagger.max_length),
+        positive_label=None,
+        label_names=list(tagger.tag_names),
+        thresholds={},
+        default_policy=None,
+        _rule=None,
+        _model=tagger.model,
+        _tokenizer=tagger.tokenizer,
+        _cls_id=tagger.specials[0],
+        _sep_id=tagger.specials[1],
+        _tagger=tagger,
     )

@@ -52,6 +52,9 @@ class ServeMetrics:
         self.decisions = Counter(
             f"{PREFIX}_decisions", "Decisions by label and review flag", ["label", "needs_review"], registry=r
         )
+        self.spans = Counter(
+            f"{PREFIX}_spans", "Spans returned by /v1/extract, by label", ["label"], registry=r
+        )
         self.reviews = Counter(
             f"{PREFIX}_reviews", "Human reviews recorded, by verdict", ["verdict"], registry=r
         )

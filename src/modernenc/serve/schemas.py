@@ -64,13 +64,19 @@ class Span(BaseModel):
 
 
 class ExtractResult(BaseModel):
-    spans: list[Span]
-    truncated: bool
+    spans: list[Span] = Field(description="the mentions found, in text order; strict IOB2 decoding")
+    truncated: bool = Field(description="the text was longer than max_length; spans are of its head")
+    extraction_id: str = Field(description="the audit trail's id for this text's spans")
+
+
+class ExtractModelInfo(BaseModel):
+    digest: str = Field(description="SHA-256 of the weights file")
+    dtype: str
 
 
 class ExtractResponse(BaseModel):
     request_id: str
-    model: dict
+    model: ExtractModelInfo
     results: list[ExtractResult]
 
 

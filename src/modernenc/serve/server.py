@@ -62,10 +62,13 @@ def url_of(sock: socket.socket) -> str:
 
 def startup_line(url: str, engine, settings: ServeSettings, store_location: str, keys) -> str:
     policy = engine.default_policy
-    lo, hi = policy.review_band
+    if policy is None:  # a span tagger: no sentence decision
+        rule = f"span tagger ({', '.join(engine.label_names)}) on /v1/extract"
+    else:
+        lo, hi = policy.review_band
+        rule = f"threshold {policy.threshold:.6g} ({policy.threshold_name}) review band [{lo:.6g}, {hi:.6g}]"
     return (
-        f"modernenc serve: {url} model sha256:{engine.digest} dtype {engine.dtype} threshold "
-        f"{policy.threshold:.6g} ({policy.threshold_name}) review band [{lo:.6g}, {hi:.6g}] audit "
+        f"modernenc serve: {url} model sha256:{engine.digest} dtype {engine.dtype} {rule} audit "
         f"{store_location} ({'texts stored' if settings.audit_store_text else 'text hashes only'}) "
         f"keys {len(keys.names) if keys else 'none (open to anyone who can connect)'}"
     )

@@ -147,19 +147,33 @@ class SpanTagger:
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False
     ) -> tuple[list[list[dict[str, object]]], int]:
         """(spans per text, how many texts were longer than ``max_length`` tokens and cut)."""
+        framed, truncated = self.frame(texts)
+        probs = predict_token_probabilities(self.model, [ids for ids, _ in framed], batch_size, progress)
+        return self.decode(texts, framed, probs), sum(truncated)
+
+    def frame(self, texts: Sequence[str]) -> tuple[list[tuple[list[int], np.ndarray]], list[bool]]:
+        """(``[CLS] ... [SEP]`` ids and character offsets per text, whether each was cut). A text longer
+        than ``max_length`` tokens keeps its head and its [SEP], as training framed it."""
         framed = frame(self.tokenizer, texts, *self.specials)
-        truncated = 0
-        for i, (ids, offsets) in enumerate(framed):
-            if len(ids) > self.max_length:
+        truncated = [len(ids) > self.max_length for ids, _ in framed]
+        for i, cut in enumerate(truncated):
+            if cut:
+                ids, offsets = framed[i]
                 keep = self.max_length - 1
                 framed[i] = [*ids[:keep], ids[-1]], np.concatenate([offsets[:keep], offsets[-1:]])
-                truncated += 1
-        probs = predict_token_probabilities(self.model, [ids for ids, _ in framed], batch_size, progress)
-        spans = [
+        return framed, truncated
+
+    def decode(
+        self,
+        texts: Sequence[str],
+        framed: Sequence[tuple[list[int], np.ndarray]],
+        probs: Sequence[np.ndarray],
+    ) -> list[list[dict[str, object]]]:
+        """Spans per text from its framing (``frame``) and its tag probabilities."""
+        return [
             decode(text, offsets, p, self.tag_names)
             for text, (_, offsets), p in zip(texts, framed, probs, strict=True)
         ]
-        return spans, truncated
 
 
 # ---------------------------------------------------------------------------------------------------------
