@@ -89,11 +89,16 @@ def _ade_standin(repo: Path) -> None:
         _parquet(repo / path, columns, features)
 
 
+def wiki_doc_id(doc) -> str:
+    """The <doc id=...> of a WikiExtractor document; its Document.id is 'path:line (doc id ID)'."""
+    return re.fullmatch(r".*:\d+ \(doc id (.*)\)", doc.id).group(1)
+
+
 def _wiki_rows() -> list[dict]:
     rows = []
     for doc in read_wikiextractor(SHARED_DATA / "wikipedia_en" / "AA" / "wiki_00"):
         title, _, text = doc.text.partition("\n\n")
-        rows.append({"id": doc.id.removeprefix("wiki:"), "title": title, "text": text})
+        rows.append({"id": wiki_doc_id(doc), "title": title, "text": text})
         if len(rows) == 6:
             break
     rows.insert(2, {"id": "999", "title": "Empty", "text": "  \n"})  # no text: skipped
@@ -257,7 +262,7 @@ def test_wikipedia_is_wikiextractor_format_the_reader_takes(fetched):
         doc for path in sorted((fetched / "wikipedia_en").rglob("wiki_*")) for doc in read_wikiextractor(path)
     ]
     kept = [row for row in _wiki_rows() if row["text"].strip()]
-    assert [d.id for d in docs] == [f"wiki:{row['id']}" for row in kept]
+    assert [wiki_doc_id(d) for d in docs] == [row["id"] for row in kept]
     assert [d.text for d in docs] == [f"{row['title']}\n\n{row['text'].strip()}" for row in kept]
     assert all(d.skip_reason is None for d in docs)
     header = next(

@@ -320,7 +320,7 @@ def test_unknown_routes_methods_and_query_values_are_json_errors(server):
         (httpx.get(f"{url}/v1/classify", headers=AUTH), 405, "GET is not allowed"),
         (httpx.get(f"{url}/v1/review?limit=0", headers=AUTH), 422, "limit: Input should be greater than"),
         (httpx.get(f"{url}/v1/review?status=done", headers=AUTH), 422, "status: Input should be 'pending'"),
-        (post(url, "/v1/extract", {"texts": ["Rash."]}), 404, "/v1/extract needs a token classifier"),
+        (post(url, "/v1/extract", {"texts": ["Rash."]}), 404, "/v1/extract needs a span tagger"),
     ]
     for response, status, message in cases:
         assert response.status_code == status, response.text
