@@ -159,8 +159,9 @@ def pipeline_app(model: str) -> None:
     from fastapi import FastAPI
     from transformers import pipeline
 
-    rule = json.loads((Path(model) / "thresholds.json").read_text())
-    threshold = rule["thresholds"][rule["chosen"]]
+    rules = Path(model) / "thresholds.json"  # without one, 0.5, as serve and predict decide
+    rule = json.loads(rules.read_text()) if rules.is_file() else {"thresholds": {"default": 0.5}}
+    threshold = rule["thresholds"][rule.get("chosen", "default")]
     classify = pipeline("text-classification", model=model, top_k=None, device=-1)
     positive = classify.model.config.id2label[rule.get("positive_label", 1)]
     app = FastAPI()
@@ -279,16 +280,23 @@ def audit_count(db: Path) -> int:
         return connection.execute("SELECT count(*) FROM decisions").fetchone()[0]
 
 
-async def open_loop(server: Process, texts: list[str], texts_per_s: float, seconds: float) -> dict:
-    """Requests launched on a fixed schedule whatever the answers: offered load, not a closed loop."""
+async def open_loop(
+    server: Process, texts: list[str], texts_per_s: float, seconds: float, connections: int
+) -> dict:
+    """Requests launched on a fixed schedule whatever the answers: offered load, not a closed loop.
+
+    At most ``connections`` requests are in flight; a request due while all are busy is counted as
+    ``client_skipped`` and not sent. (Unbounded, httpx's pool spends the client's core on thousands of
+    sockets and the server sits idle: the client, not the server, would be what is measured.)"""
     import httpx
 
     request_rate = texts_per_s / 4.5  # requests carry 1-8 texts: 4.5 on average
     statuses: Counter = Counter()
     answered = 0
+    skipped = 0
     errors: Counter = Counter()
     rss: list[float] = []
-    limits = httpx.Limits(max_connections=4000, max_keepalive_connections=512)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(
         base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300, limits=limits
     ) as http:
@@ -318,10 +326,14 @@ async def open_loop(server: Process, texts: list[str], texts_per_s: float, secon
         next_at = start
         while loop.time() < start + seconds:
             while next_at <= loop.time():
-                task = loop.create_task(one(rng.sample(texts, rng.randint(1, 8))))
+                batch = rng.sample(texts, rng.randint(1, 8))
+                next_at += 1 / request_rate
+                if len(tasks) >= connections:
+                    skipped += 1
+                    continue
+                task = loop.create_task(one(batch))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                next_at += 1 / request_rate
             await asyncio.sleep(max(0.0, next_at - loop.time()))
         await asyncio.gather(*tasks)
         sampler.cancel()
@@ -330,6 +342,8 @@ async def open_loop(server: Process, texts: list[str], texts_per_s: float, secon
         "seconds": seconds,
         "statuses": dict(statuses),
         "client_errors": dict(errors),
+        "client_skipped": skipped,
+        "connections": connections,
         "decisions_answered": answered,
         "rss_mb_first": round(rss[0], 1) if rss else None,
         "rss_mb_max": round(max(rss), 1) if rss else None,
@@ -393,13 +407,13 @@ def run(args: argparse.Namespace) -> dict:
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     variants = {"serve": [], "serve --no-batching": ["--no-batching"]}
-    for name, extra in variants.items():
+    for name, extra in variants.items() if args.capacity is None else ():
         server = start_serve(model, args.dtype, work / f"{name.replace(' ', '')}.sqlite", keys, *extra)
         try:
             rows += sweep(name, server, texts, args)
         finally:
             server.terminate()
-    if not args.skip_pipeline:
+    if not args.skip_pipeline and args.capacity is None:
         server = start_pipeline_app(model)
         try:
             rows += sweep("pipeline app (fp32)", server, texts, args)
@@ -409,7 +423,7 @@ def run(args: argparse.Namespace) -> dict:
 
     # Overload and kill, on one audit database.
     db = work / "overload.sqlite"
-    capacity = max(r["texts_per_s"] for r in rows if r["variant"] == "serve")
+    capacity = args.capacity or max(r["texts_per_s"] for r in rows if r["variant"] == "serve")
     queue = [
         "--max-queue-texts",
         str(args.max_queue_texts),
@@ -420,7 +434,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         before = audit_count(db)
         overload = asyncio.run(
-            open_loop(server, texts, args.overload_factor * capacity, args.overload_seconds)
+            open_loop(server, texts, args.overload_factor * capacity, args.overload_seconds, args.connections)
         )
         overload["new_audit_rows"] = audit_count(db) - before
         overload["only_200_and_429"] = (
@@ -479,6 +493,20 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30, help="per level and variant (default: %(default)s)")
     p.add_argument(
         "--max-requests", type=int, default=1000, help="per client and level (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-queue-texts",
+        type=int,
+        default=512,
+        help="the overloaded server's --max-queue-texts: below what --connections requests hold (4.5 texts "
+        "each), so the overload reaches it (default: %(default)s)",
+    )
+    p.add_argument("--connections", type=int, default=256, help="requests in flight at most in the overload")
+    p.add_argument(
+        "--capacity",
+        type=float,
+        default=None,
+        help="texts/s for the overload's 2x; skips the sweep (default: measured by the sweep)",
     )
     p.add_argument("--overload-factor", type=float, default=2.0, help="x the measured capacity (default: 2)")
     p.add_argument("--overload-seconds", type=float, default=60, help="(default: %(default)s)")
