@@ -35,22 +35,22 @@ TEXTS = [
 ]
 
 
+TINY = dict(  # the serve tests' model shape; large random weights, so outputs spread
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    global_attn_every_n_layers=2,
+    local_attention=8,
+    max_position_embeddings=MAX_LENGTH,
+    initializer_range=0.5,
+)
+
+
 def build_classifier(folder: Path, **config_overrides) -> Path:
     """A random tiny classifier saved as a fine-tuned folder, with tokenizer and thresholds.json."""
     torch.manual_seed(0)
-    values = dict(
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        global_attn_every_n_layers=2,
-        local_attention=8,
-        max_position_embeddings=MAX_LENGTH,
-        classifier_pooling="mean",
-        id2label={0: "no_ade", 1: "ade"},
-        initializer_range=0.5,  # large random weights: probabilities spread over (0, 1)
-    )
-    values.update(config_overrides)
+    values = {**TINY, "classifier_pooling": "mean", "id2label": {0: "no_ade", 1: "ade"}, **config_overrides}
     model = ModernEncoderForSequenceClassification(ModernEncoderConfig(**values))
     with torch.no_grad():
         model.classifier.weight.normal_(0, 0.2)
@@ -71,18 +71,7 @@ TAGS = ["O", "B-DRUG", "I-DRUG", "B-EFFECT", "I-EFFECT"]
 def build_tagger(folder: Path) -> Path:
     """A random tiny BIO tagger saved as a fine-tuned folder; large weights so it tags some spans."""
     torch.manual_seed(1)
-    config = ModernEncoderConfig(
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        global_attn_every_n_layers=2,
-        local_attention=8,
-        max_position_embeddings=MAX_LENGTH,
-        num_labels=len(TAGS),
-        id2label=dict(enumerate(TAGS)),
-        initializer_range=0.5,
-    )
+    config = ModernEncoderConfig(**TINY, num_labels=len(TAGS), id2label=dict(enumerate(TAGS)))
     ModernEncoderForTokenClassification(config).save_pretrained(folder, tokenizer_path=TOKENIZER_DIR)
     return folder
 

@@ -167,6 +167,19 @@ class ServerState:
             return self.finalize_extractions(jobs)
         return self.finalize_decisions(jobs)
 
+    def provenance(self, context: RequestContext, i: int, created: str) -> dict[str, Any]:
+        """What every audit row of text ``i`` records besides its result: the request, when, who asked,
+        the input's digest (and the text with --audit-store-text), the model's digest and precision."""
+        return {
+            "request_id": context.request_id,
+            "created_at": created,
+            "key_name": context.key_name,
+            "text_sha256": context.digests[i],
+            "text": context.texts[i] if self.settings.audit_store_text else None,
+            "model_digest": self.engine.digest,
+            "dtype": self.engine.dtype,
+        }
+
     def finalize_decisions(self, jobs: list[Job]) -> list[list[dict]]:
         engine, created = self.engine, utc_now()
         records, outputs = [], []
@@ -179,13 +192,7 @@ class ServerState:
                 records.append(
                     DecisionRecord(
                         decision_id=decision_id,
-                        request_id=context.request_id,
-                        created_at=created,
-                        key_name=context.key_name,
-                        text_sha256=context.digests[i],
-                        text=context.texts[i] if self.settings.audit_store_text else None,
-                        model_digest=engine.digest,
-                        dtype=engine.dtype,
+                        **self.provenance(context, i, created),
                         threshold_name=policy.threshold_name,
                         threshold=policy.threshold,
                         review_lo=policy.review_band[0],
@@ -225,13 +232,7 @@ class ServerState:
                 records.append(
                     ExtractionRecord(
                         extraction_id=extraction_id,
-                        request_id=context.request_id,
-                        created_at=created,
-                        key_name=context.key_name,
-                        text_sha256=context.digests[i],
-                        text=context.texts[i] if self.settings.audit_store_text else None,
-                        model_digest=engine.digest,
-                        dtype=engine.dtype,
+                        **self.provenance(context, i, created),
                         spans=spans_json(spans),
                         truncated=context.truncated[i],
                     )

@@ -190,20 +190,20 @@ def weights_digest(model_dir: str | Path) -> str:
 
 
 def _architecture(model_dir: Path) -> str:
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise ModelRefused(f"{model_dir} has no config.json; serve a Hugging Face model folder")
+    from modernenc.tasks.extract import architectures
+
     try:
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
-    except (json.JSONDecodeError, AttributeError):
-        raise ModelRefused(f"{config_file} is not a JSON object") from None
-    for name in architectures:
+        found = architectures(model_dir)
+    except FileNotFoundError:
+        raise ModelRefused(f"{model_dir} has no config.json; serve a Hugging Face model folder") from None
+    except ValueError as err:
+        raise ModelRefused(str(err)) from None
+    for name in found:
         if name in TASKS:
             return name
-    found = "/".join(architectures) or "no architecture"
     raise ModelRefused(
-        f"{model_dir} holds {found}, not a fine-tuned {SEQUENCE_CLASSIFIER} or {TOKEN_CLASSIFIER}; "
-        "serve a fine-tuned classifier"
+        f"{model_dir} holds {'/'.join(found) or 'no architecture'}, not a fine-tuned {SEQUENCE_CLASSIFIER} "
+        f"or {TOKEN_CLASSIFIER}; serve a fine-tuned classifier"
     )
 
 
