@@ -14,6 +14,18 @@ from modernenc.pv.bundled_data import shared_data_dir
 SHARED_DATA = shared_data_dir()
 
 
+def write_small_ade_split(out, sizes: dict[str, int]):
+    """The published ADE split cut to ``sizes`` sentences per split, half of each class, in ``out``."""
+    from modernenc.pv.ade_data import load_ade_sentences, make_splits, write_jsonl
+
+    positives, negatives = load_ade_sentences(SHARED_DATA / "ade_corpus_v2")
+    splits = make_splits(positives, negatives, seed=0)
+    for split, n in sizes.items():
+        rows = splits[split]
+        write_jsonl(rows[: n // 2] + rows[-n // 2 :], out / f"{split}.jsonl")  # both classes
+    return out
+
+
 def run_cli(*argv) -> int:
     """Run `modernenc ARGV` in this process, as the console script would; returns the exit code."""
     from modernenc.cli import main

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, write_small_ade_split
 from sklearn.metrics import f1_score, precision_score, recall_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from modernenc.pv.ade_data import load_ade_sentences, make_splits, write_jsonl
 from modernenc.tasks.classification import positive_class
 from modernenc.train.builders import build_task, build_trainer
 from modernenc.train.config import load_config
@@ -24,13 +23,7 @@ SIZES = {"train": 64, "validation": 40, "test": 40}
 
 @pytest.fixture(scope="module")
 def ade_dir(tmp_path_factory) -> Path:
-    positives, negatives = load_ade_sentences(SHARED_DATA / "ade_corpus_v2")
-    splits = make_splits(positives, negatives, seed=0)
-    out = tmp_path_factory.mktemp("ade")
-    for split, n in SIZES.items():
-        rows = splits[split]
-        write_jsonl(rows[: n // 2] + rows[-n // 2 :], out / f"{split}.jsonl")  # both classes
-    return out
+    return write_small_ade_split(tmp_path_factory.mktemp("ade"), SIZES)
 
 
 def write_yaml(folder: Path, ade: Path, **extra: str) -> Path:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_DATA, cli_error, run_cli
+from conftest import SHARED_DATA, cli_error, run_cli, write_small_ade_split
 from transformers import AutoModelForSequenceClassification
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM
-from modernenc.pv.ade_data import load_ade_sentences, make_splits, write_jsonl
 from modernenc.train.builders import build_task, build_trainer
 from modernenc.train.config import ConfigError, load_config
 from modernenc.train.lora import plain_model, trainable_parameters
@@ -26,13 +25,7 @@ SIZES = {"train": 48, "validation": 32, "test": 32}
 
 @pytest.fixture(scope="module")
 def ade_dir(tmp_path_factory) -> Path:
-    positives, negatives = load_ade_sentences(SHARED_DATA / "ade_corpus_v2")
-    splits = make_splits(positives, negatives, seed=0)
-    out = tmp_path_factory.mktemp("ade")
-    for split, n in SIZES.items():
-        rows = splits[split]
-        write_jsonl(rows[: n // 2] + rows[-n // 2 :], out / f"{split}.jsonl")
-    return out
+    return write_small_ade_split(tmp_path_factory.mktemp("ade"), SIZES)
 
 
 @pytest.fixture(scope="module")
