@@ -20,6 +20,7 @@ from its last checkpoint:
     python benchmarks/ade_experiment.py --pilot     # 40 steps of each training stage: speed, falling loss
     python benchmarks/ade_experiment.py             # the whole experiment
     python benchmarks/ade_experiment.py --only effects --seeds 1 2 3 4 5
+    python benchmarks/ade_experiment.py --only effects --rows annealed general random   # no LoRA row
 
 Results go to --out (default checkpoints/exp-results): stages.json (wall time per stage), curves_*.json
 and curves.md (MLM loss and held-out loss / masked accuracy per evaluation), heldout_mlm.md, effects/.
@@ -50,6 +51,7 @@ HELD_OUT = [str(ADE_SPLIT / "validation.jsonl"), str(ADE_SPLIT / "test.jsonl")]
 TRAINING = {"general": "experiments/ade_general", "anneal": "experiments/ade_anneal"}
 PILOT = ["max_duration=40ba", "eval_interval=40ba", "save_interval=40ba", "eval_subset_num_batches=4"]
 BUDGET_MIN = 120  # pre-training + annealing together
+EFFECT_ROWS = ("annealed", "general", "random", "lora")  # the encoders the effects stage fine-tunes
 
 
 @dataclass(frozen=True)
@@ -214,10 +216,14 @@ def run_effects(args: argparse.Namespace) -> None:
     argv += ["--recipe", "experiments/ade_finetune", "--tokenizer", str(TOKENIZER)]
     argv += ["--seeds", *map(str, args.seeds), "--lr-grid", *map(str, args.lr_grid)]
     argv += ["--lora-lr-grid", *map(str, args.lora_lr_grid)]
-    argv += ["--row", "mini, pre-trained + annealed", annealed]
-    argv += ["--row", "mini, pre-trained only (Wikipedia)", general]
-    argv += ["--row", "mini, random init", "null"]
-    argv += ["--row", "mini, pre-trained + annealed, LoRA r=8", annealed, "finetune.lora={}"]
+    rows = {
+        "annealed": ["mini, pre-trained + annealed", annealed],
+        "general": ["mini, pre-trained only (Wikipedia)", general],
+        "random": ["mini, random init", "null"],
+        "lora": ["mini, pre-trained + annealed, LoRA r=8", annealed, "finetune.lora={}"],
+    }
+    for name in args.rows:
+        argv += ["--row", *rows[name]]
     if args.set_finetune:
         argv += ["--set", *args.set_finetune]
     print(f"    $ python benchmarks/ade_effects.py {shlex.join(argv)}", flush=True)
@@ -358,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         "--task-repeats", type=int, default=4, help="copies of each task sentence in the anneal mix"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        choices=EFFECT_ROWS,
+        default=list(EFFECT_ROWS),
+        help="the effects stage's fine-tune rows (default: all four)",
+    )
     p.add_argument("--lr-grid", type=float, nargs="+", default=[1e-4, 2e-4, 5e-4])
     p.add_argument("--lora-lr-grid", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
     p.add_argument(

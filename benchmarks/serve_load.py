@@ -406,7 +406,9 @@ def run(args: argparse.Namespace) -> dict:
     print("| variant | clients | texts/s | p50 ms | p95 ms | p99 ms | requests | statuses |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    variants = {"serve": [], "serve --no-batching": ["--no-batching"]}
+    variants = {"serve": list(args.serve_arg)}
+    if not args.skip_no_batching:
+        variants["serve --no-batching"] = ["--no-batching", *args.serve_arg]
     for name, extra in variants.items() if args.capacity is None else ():
         server = start_serve(model, args.dtype, work / f"{name.replace(' ', '')}.sqlite", keys, *extra)
         try:
@@ -420,6 +422,23 @@ def run(args: argparse.Namespace) -> dict:
         finally:
             server.kill()
     results["sweep"] = rows
+    at = {r["variant"]: r for r in rows if r["clients"] == 32}
+    if "serve" in at:
+        results["ratios_at_32_clients"] = {
+            "serve / predict": round(at["serve"]["texts_per_s"] / results["predict"]["texts_per_s"], 2),
+            **(
+                {
+                    "serve / pipeline app": round(
+                        at["serve"]["texts_per_s"] / at["pipeline app (fp32)"]["texts_per_s"], 2
+                    )
+                }
+                if "pipeline app (fp32)" in at
+                else {}
+            ),
+        }
+        print(f"ratios at 32 clients: {results['ratios_at_32_clients']}")
+    if args.skip_faults:
+        return results
 
     # Overload and kill, on one audit database.
     db = work / "overload.sqlite"
@@ -430,7 +449,7 @@ def run(args: argparse.Namespace) -> dict:
         "--max-texts-per-request",
         str(min(256, args.max_queue_texts)),
     ]
-    server = start_serve(model, args.dtype, db, keys, *queue)
+    server = start_serve(model, args.dtype, db, keys, *queue, *args.serve_arg)
     try:
         before = audit_count(db)
         overload = asyncio.run(
@@ -462,22 +481,6 @@ def run(args: argparse.Namespace) -> dict:
         "restart_then_sigterm_exit_code": exit_code,
     }
     print(f"kill: {results['kill']}", flush=True)
-
-    at = {r["variant"]: r for r in rows if r["clients"] == 32}
-    if "serve" in at:
-        results["ratios_at_32_clients"] = {
-            "serve / predict": round(at["serve"]["texts_per_s"] / results["predict"]["texts_per_s"], 2),
-            **(
-                {
-                    "serve / pipeline app": round(
-                        at["serve"]["texts_per_s"] / at["pipeline app (fp32)"]["texts_per_s"], 2
-                    )
-                }
-                if "pipeline app (fp32)" in at
-                else {}
-            ),
-        }
-        print(f"ratios at 32 clients: {results['ratios_at_32_clients']}")
     return results
 
 
@@ -514,6 +517,18 @@ def main() -> None:
         "--kill-after", type=float, default=10, help="seconds of load before SIGKILL (default: 10)"
     )
     p.add_argument("--skip-pipeline", action="store_true", help="leave out the transformers pipeline app")
+    p.add_argument("--skip-no-batching", action="store_true", help="leave out `serve --no-batching`")
+    p.add_argument(
+        "--skip-faults", action="store_true", help="sweep only: no overload or kill stage (and no pass/fail)"
+    )
+    p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more `modernenc serve` argument for every serve process (repeatable), "
+        "e.g. --serve-arg=--max-batch-tokens=4096",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--quick", action="store_true", help="a check that everything runs: tiny sizes, seconds")
     p.add_argument("--pipeline-app", metavar="MODEL", default=None, help=argparse.SUPPRESS)
@@ -531,6 +546,8 @@ def main() -> None:
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}")
+    if args.skip_faults:
+        return
     lost = results["overload"]["new_audit_rows"] != results["overload"]["decisions_answered"]
     lost = lost or results["kill"]["missing_from_trail"] or results["kill"]["audit_verify_exit_code"]
     if lost or not results["overload"]["only_200_and_429"]:

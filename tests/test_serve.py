@@ -562,6 +562,17 @@ def test_openapi_documents_every_route(server):
     assert set(request["properties"]) == {"texts", "threshold"}
     info = httpx.get(f"{url}/v1/info", headers=AUTH).json()
     assert info["limits"]["max_texts_per_request"] == 40 and info["model"]["max_length"] == MAX_LENGTH
+    assert info["limits"]["max_batch_tokens"] == 2048  # unset: the CPU's default
+
+
+def test_batch_token_default_follows_the_device_and_never_cuts_a_text():
+    unset = ServeSettings()
+    assert unset.for_model("cpu", 512).max_batch_tokens == 2048
+    assert unset.for_model("cuda:1", 512).max_batch_tokens == 8192
+    assert unset.for_model("cpu", 8192).max_batch_tokens == 8192  # a whole max_length text must fit
+    assert ServeSettings(max_batch_tokens=300).for_model("cpu", 512).max_batch_tokens == 300  # then refused:
+    with pytest.raises(ValueError, match="--max-batch-tokens 300 is below the model's max_length 512"):
+        ServeSettings(max_batch_tokens=300).for_model("cpu", 512).check(max_length=512)
 
 
 def test_int8_serves_the_thresholds_calibrated_for_it_and_scores_as_predict_does(tmp_path):

@@ -9,7 +9,6 @@ from modernenc.cli.command import Command
 from modernenc.utils.precision import PRECISIONS
 
 DEFAULTS = {  # mirrors ServeSettings (not imported here: `modernenc --help` must not load the server)
-    "max_batch_tokens": 8192,
     "max_wait_ms": 5.0,
     "max_queue_texts": 4096,
     "max_texts_per_request": 256,
@@ -32,8 +31,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-batch-tokens",
         type=int,
-        default=DEFAULTS["max_batch_tokens"],
-        help="real tokens per packed batch, texts of concurrent requests together (default: %(default)s)",
+        default=None,
+        help="real tokens per packed batch, texts of concurrent requests together (default: 2048 on the "
+        "CPU, where bigger batches cost more per text, 8192 on a GPU; at least the model's max_length)",
     )
     p.add_argument(
         "--max-wait-ms",

@@ -352,6 +352,7 @@ def create_app(
     """The service for one loaded model. It owns ``store`` and closes it on shutdown."""
     from modernenc import __version__
 
+    settings = settings.for_model(engine.device, engine.max_length)
     state = ServerState(engine=engine, settings=settings, store=store, keys=keys)
 
     @asynccontextmanager

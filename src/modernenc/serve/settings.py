@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+# Real tokens per packed batch when --max-batch-tokens is not given, by device type; never below the
+# model's max_length. On the CPU a big packed batch costs more per text: at 128 concurrent clients on the
+# quickstart model, 8,192-token batches served 205 texts/s, 4,096-token ones 330 and 2,048-token ones 396,
+# with equal throughput at 32 clients (docs/benchmarks.md). A GPU wants large batches.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 8192}
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    max_batch_tokens: int = 8192  # real tokens per packed batch (no padding)
+    max_batch_tokens: int | None = None  # real tokens per packed batch (no padding); None: by device
     max_wait_ms: float = 5.0  # how long the first text of a batch waits for company
     max_queue_texts: int = 4096  # texts waiting for the model; beyond it, 429
     max_texts_per_request: int = 256
@@ -22,6 +28,13 @@ class ServeSettings:
     drain_timeout_s: float = 120.0  # after SIGTERM, the longest wait for requests in flight
     access_log: bool = False
 
+    def for_model(self, device: str, max_length: int) -> ServeSettings:
+        """These settings with ``max_batch_tokens`` chosen for the device if it was left unset."""
+        if self.max_batch_tokens is not None:
+            return self
+        default = DEFAULT_BATCH_TOKENS["cuda" if device.startswith("cuda") else "cpu"]
+        return replace(self, max_batch_tokens=max(default, max_length))
+
     def check(self, max_length: int) -> None:
         """Refuse settings that cannot work together, naming the options (``max_length``: the model's)."""
         positive = {
@@ -31,13 +44,13 @@ class ServeSettings:
             "--max-request-bytes": self.max_request_bytes,
         }
         for option, value in positive.items():
-            if value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"{option} must be at least 1; got {value}")
         if self.max_wait_ms < 0:
             raise ValueError(f"--max-wait-ms must be >= 0; got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in [0, 65535]; got {self.port}")
-        if self.max_batch_tokens < max_length:
+        if self.max_batch_tokens is not None and self.max_batch_tokens < max_length:
             raise ValueError(
                 f"--max-batch-tokens {self.max_batch_tokens} is below the model's max_length {max_length}: "
                 "a long text would fit no batch"
