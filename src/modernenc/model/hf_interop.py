@@ -10,6 +10,8 @@ import itertools
 import json
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,19 +197,20 @@ def load_pretrained(cls: type[nn.Module], path_or_hub_id: str | Path, **config_o
     weights = read_weights(folder)
     architectures = hf_config.get("architectures") or []
     # A checkpoint of this very class (or any, for the bare encoder) fills every tensor, or strict loading
-    # fails: the model is then built on the meta device (no memory, no random init: at the base shape that
-    # was most of `predict`'s start-up) and takes the checkpoint's tensors as they are. Another task's
-    # checkpoint starts a fresh task layer, which needs the init.
+    # fails: the model is then built without random init (at the base shape that was most of `predict`'s
+    # start-up) in uninitialised memory, which no page of is touched before the checkpoint's tensors
+    # replace it. (Not on the meta device: torch's meta `normal_` and `arange` import torch._dynamo, 1.5 s
+    # more.) Another task's checkpoint starts a fresh task layer, which needs the init.
     fills_every_tensor = cls.hf_architecture in (*architectures, "ModernBertModel")
     if fills_every_tensor:
-        with torch.device("meta"):
+        with _random_init_skipped():
             model = cls(config)
     else:
         model = cls(config)
     state = adapt_state_dict(weights, model, architectures)
     load_state_strict(model, state, source=folder, assign=fills_every_tensor)
     if fills_every_tensor:
-        _finish_meta_model(model, device=next(iter(state.values())).device)
+        _finish_assigned_model(model, device=next(iter(state.values())).device)
     model.name_or_path = str(path_or_hub_id)
     return model.eval()  # as transformers does: dropout off until training asks for it
 
@@ -285,9 +288,25 @@ def adapt_state_dict(
     return state
 
 
-def _finish_meta_model(model: nn.Module, device: torch.device) -> None:
-    """After the checkpoint's tensors replaced a meta-built model's: compute the buffers no checkpoint
-    stores (modules say how, with `reset_buffers`), and tie the weights that share a tensor."""
+@contextmanager
+def _random_init_skipped() -> Iterator[None]:
+    """`torch.nn.init`'s functions as no-ops while a model is built that a checkpoint fills whole, as
+    transformers' `no_init_weights` does: its parameters keep `torch.empty`'s uninitialised memory."""
+    names = [name for name in vars(nn.init) if name.endswith("_") and not name.startswith("_")]
+    originals = {name: getattr(nn.init, name) for name in names}
+    for name in names:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(nn.init, name, function)
+
+
+def _finish_assigned_model(model: nn.Module, device: torch.device) -> None:
+    """After the checkpoint's tensors replaced the model's own (``assign``): compute the buffers no
+    checkpoint stores on the checkpoint's device (modules say how, with `reset_buffers`), and tie the
+    weights that share a tensor."""
     for module in model.modules():
         if hasattr(module, "reset_buffers"):
             module.reset_buffers(device)
