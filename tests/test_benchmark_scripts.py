@@ -97,6 +97,40 @@ def test_inference_benchmark_runs_every_engine_at_a_tiny_size(capsys):
             assert float(diff) < 1e-4  # identical weights: fp32 engines agree with transformers
 
 
+def test_gemm_floor_runs_exactly_the_int8_models_encoder_gemms(tmp_path, monkeypatch):
+    """The floor row's bound holds only if it multiplies what the int8 model multiplies: the same layers,
+    on the same number of (real, unpadded) tokens. Every Int8Linear call of both is recorded."""
+    import torch
+
+    from modernenc import ModernEncoderForSequenceClassification
+    from modernenc.cli import bench_inference
+    from modernenc.model.precision import Int8Linear
+    from modernenc.pv.bundled_data import modernbert_tokenizer_dir
+
+    folder = tmp_path / "tiny"
+    bench_inference.save_random_classifier("tiny", folder, modernbert_tokenizer_dir())
+    calls: list[tuple[int, int, int]] = []
+    original = Int8Linear.forward
+
+    def recording(self, x):
+        calls.append((x.shape[0], self.in_features, self.out_features))
+        return original(self, x)
+
+    monkeypatch.setattr(Int8Linear, "forward", recording)
+    lengths = [9, 5, 7]
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    ids = torch.randint(5, 100, mask.shape) * mask
+    model = ModernEncoderForSequenceClassification.from_pretrained(folder).for_inference("int8")
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+    by_model = sorted(c for c in calls if c[0] == sum(lengths))  # the head's dense runs on 3 pooled rows
+    assert len(by_model) == 4 * model.config.num_hidden_layers
+    calls.clear()
+    floor = bench_inference.gemm_floor_engine(folder, "x86")
+    assert floor.floor and floor.forward(ids, mask).shape == (3, 2)
+    assert sorted(calls) == by_model
+
+
 def test_whole_process_comparison_runs_at_a_tiny_size(tmp_path, capsys):
     script = load_script("predict_vs_ort")
     texts = tmp_path / "texts.jsonl"

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import cli_error, run_cli
 from sklearn.metrics import recall_score
 from test_tasks_predict import TEXTS, build_classifier, read_jsonl, write_jsonl
@@ -98,7 +99,40 @@ def test_calibrate_chooses_the_int8_threshold_on_int8_scores(folder, validation)
     assert recall_score(y, probs >= probs[probs > chosen_score].min()) < 0.95
     assert rule.review_band == pytest.approx((t / 2, t + (1 - t) / 2))
     assert rule.calibration["examples"] == len(rows) and rule.calibration["int8_activation_bits"] in (7, 8)
+    assert rule.calibration["int8_kernel"] in torch.backends.quantized.supported_engines
     assert result.fp32_threshold == before.threshold
+
+
+def test_predict_warns_when_int8_thresholds_come_from_another_int8_setup(folder, tmp_path, caplog):
+    """int8 probabilities depend on the activation bits and the kernel: a rule calibrated under another
+    setup is used, with a warning that names what changed. A rule recorded before the kernel was (every
+    such modernenc used x86) counts as x86's."""
+    import modernenc.model.precision as precision
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS[:3]])
+    here = precision.int8_setup()
+    cases = [
+        (here, None),
+        ({**here, "int8_kernel": "fbgemm"}, f"int8_kernel fbgemm -> {here['int8_kernel']}"),
+        ({"int8_activation_bits": 15 - here["int8_activation_bits"]}, "int8_activation_bits"),
+    ]
+    for i, (calibration, expected) in enumerate(cases):
+        write_precision_rule(folder, "int8", {"default": 0.5, "target_recall": 0.4}, calibration=calibration)
+        caplog.clear()
+        assert run_cli("predict", folder, src, "--out", tmp_path / f"out{i}.jsonl", "--dtype", "int8") == 0
+        warned = [r.getMessage() for r in caplog.records if "another int8 setup" in r.getMessage()]
+        if expected is None:
+            assert warned == []
+        else:
+            assert len(warned) == 1 and expected in warned[0]
+    old = {"int8_activation_bits": here["int8_activation_bits"]}  # no kernel recorded
+    write_precision_rule(folder, "int8", {"default": 0.5, "target_recall": 0.4}, calibration=old)
+    for kernel, warns in (("x86", False), ("onednn", True)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(precision, "int8_engine", lambda kernel=kernel: kernel)
+            from modernenc.tasks.predict import warn_if_calibrated_elsewhere
+
+            assert warn_if_calibrated_elsewhere(read_thresholds(folder, "int8")) is warns
 
 
 def test_predict_uses_the_threshold_recorded_for_its_precision(folder, validation, tmp_path, capsys):

@@ -57,6 +57,12 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a prepared ADE test.jsonl (default: built from the shared corpus as prepare-ade does)",
     )
+    parser.add_argument(
+        "--gemm-floor",
+        action="store_true",
+        help="add rows for the int8 variant's encoder GEMMs alone (x86 and oneDNN packing): the time no "
+        "engine on torch's int8 kernel can beat",
+    )
     parser.epilog = "Example: modernenc bench --shape base --workloads ade-sorted --repeats 5"
 
 

@@ -23,9 +23,10 @@ host's drifting speed hits all alike; after a warm-up pass each engine's time is
 drift cancels out of. Only real (non-pad) tokens are counted. The logit difference is the largest over
 the workload, against `transformers` fp32. GFLOP/s are forward model FLOPs of the real tokens
 (`modernenc.train.flops`, attention pairs included) per second, and "of peak" divides them by the matmul
-peak of the engine's precision, measured in the same process before and after (the higher kept):
-fp32 and bf16 `torch.mm` at 2048^2, int8 the dynamic int8 linear modernenc uses (input quantization
-included) at 2048^2, per quantized engine.
+peak of the engine's precision, measured in the same process before and after (the higher kept): fp32
+and bf16 `torch.mm` at 2048^2, int8 the dynamic int8 linear modernenc uses (input quantization included)
+at 2048^2, per quantized engine. With `--gemm-floor`, rows for the int8 variant's GEMMs alone
+(`gemm_floor_engine`) bound what any int8 engine on torch's kernel can reach.
 
     modernenc bench --shape base --repeats 5      (or python benchmarks/inference_cpu.py ... in a checkout)
 """
@@ -45,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modernenc.model.precision import INT8_ENGINE
+from modernenc.model.precision import int8_engine
 
 BATCH_SIZE = 64
 PEAK_SIZE = 2048
@@ -90,6 +91,7 @@ class Engine:
     precision: str
     forward: Callable[[torch.Tensor, torch.Tensor], np.ndarray]  # padded batch -> logits
     times: list[float] = field(default_factory=list)
+    floor: bool = False  # a bound, not a model: its "logits" are placeholders
 
     def run(self, workload: Workload) -> tuple[float, np.ndarray]:
         start = time.perf_counter()
@@ -204,6 +206,41 @@ def ort_engine(name: str, precision: str, path: Path, threads: int) -> Engine:
     return Engine(name, precision, forward)
 
 
+def gemm_floor_engine(folder: Path, quantized_engine: str) -> Engine:
+    """The int8 variant's encoder GEMMs alone, on each batch's real tokens, packed for `quantized_engine`.
+
+    Every `Wqkv`, attention `Wo`, `Wi` and MLP `Wo` of every layer runs once on an `[M, in]` input, M the
+    batch's real tokens (what the unpadded int8 model multiplies), with nothing between them: norms,
+    rotary, attention, activations and the head cost nothing here. No engine built on torch's dynamic
+    int8 kernel can beat this time at these shapes, so it bounds what the int8 variant can reach.
+    """
+    from modernenc import ModernEncoderForSequenceClassification
+    from modernenc.model.precision import Int8Linear, _quantized_engine, int8_activation_bits
+
+    model = ModernEncoderForSequenceClassification.from_pretrained(folder)
+    reduce_range = int8_activation_bits() < 8
+    with _quantized_engine(quantized_engine):
+        layers = [
+            Int8Linear(module, reduce_range)
+            for name, module in model.model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.startswith("layers.")
+        ]
+    widths = sorted({layer.in_features for layer in layers})
+    inputs: dict[int, dict[int, torch.Tensor]] = {}  # made on the warm-up pass, outside the timed runs
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        tokens = int(mask.sum())
+        if tokens not in inputs:
+            inputs[tokens] = {width: torch.randn(tokens, width) for width in widths}
+        with torch.inference_mode():
+            for layer in layers:
+                layer(inputs[tokens][layer.in_features])
+        return np.zeros((ids.shape[0], model.config.num_labels), dtype=np.float32)
+
+    name = f"modernenc int8 GEMMs alone ({quantized_engine}): a floor"
+    return Engine(name, "int8", forward, floor=True)
+
+
 def build_engines(folder: Path, wanted: list[tuple[str, str]], threads: int) -> list[Engine]:
     from transformers import ModernBertForSequenceClassification
 
@@ -310,7 +347,8 @@ def report_workload(
         rate = flops / seconds / 1e9
         runs = " ".join(f"{t:.2f}" for t in times[engine.name])
         lines.append(
-            f"| {engine.name} | {workload.real_tokens / seconds:,.0f} | {ratio} | {diff:.2g} | {rate:,.0f} | "
+            f"| {engine.name} | {workload.real_tokens / seconds:,.0f} | {ratio} | "
+            f"{'-' if engine.floor else f'{diff:.2g}'} | {rate:,.0f} | "
             f"{rate / _peak_for(engine.precision, peaks):.0%} | {runs} |"
         )
     return "\n".join(lines)
@@ -349,6 +387,12 @@ def run_benchmark(args: argparse.Namespace) -> None:
         print(f"building a random {args.shape} classifier and its engines (not timed) ...", flush=True)
         save_random_classifier(args.shape, folder, tokenizer_dir)
         engines = build_engines(folder, wanted, args.threads)
+        if args.gemm_floor:
+            engines += [
+                gemm_floor_engine(folder, engine)
+                for engine in ("x86", "onednn")
+                if engine in torch.backends.quantized.supported_engines
+            ]
         config = ModernEncoderForSequenceClassification.from_pretrained(folder).config
         params = _non_embedding_params(folder)
         real_texts = any(name.startswith("ade-") for name in args.workloads)
@@ -368,7 +412,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     peaks = {k: max(v, after[k]) for k, v in before.items()}  # the host drifts: the higher is the peak
     print(
         f"\nshape={args.shape} threads={args.threads} repeats={args.repeats} torch={torch.__version__} "
-        f"int8 engine={INT8_ENGINE}"
+        f"int8 engine={int8_engine()}"
     )
     print(
         f"matmul peaks at {PEAK_SIZE}^2 (GFLOP/s, before / after the workloads): "

@@ -225,10 +225,12 @@ def _decision_rule(model_dir: Path, dtype: str):
     A bf16 or int8 folder without one is refused, as `modernenc predict --dtype` refuses it without
     --threshold: thresholds chosen on fp32 scores do not carry over."""
     from modernenc.tasks.decisions import read_thresholds, resolve_decision, uncalibrated_message
+    from modernenc.tasks.predict import warn_if_calibrated_elsewhere
 
     rule = read_thresholds(model_dir, dtype)
     if rule is None and dtype != "fp32":
         raise ModelRefused(uncalibrated_message(model_dir, dtype, alternative=None))
+    warn_if_calibrated_elsewhere(rule)
     threshold, band, source = resolve_decision(rule)
     if rule is None:
         logger.warning(

@@ -155,7 +155,7 @@ def calibrate(
     """
     import torch
 
-    from modernenc.model.precision import check_precision, int8_activation_bits
+    from modernenc.model.precision import check_precision, int8_setup
     from modernenc.tasks.classification_data import tokenize_texts
     from modernenc.tasks.predict import load_classifier, predict_probabilities, resolve_device
 
@@ -216,7 +216,7 @@ def calibrate(
         "examples": len(y),
         "device": torch_device.type,
         "torch": torch.__version__.split("+")[0],
-        "int8_activation_bits": int8_activation_bits() if precision == "int8" else None,
+        **(int8_setup() if precision == "int8" else {"int8_activation_bits": None}),
     }
     band = default_review_band(thresholds[chosen])
     if existing is None:

@@ -290,20 +290,34 @@ def resolve_device(device: str | None, precision: str = "fp32") -> torch.device:
     return torch.device(device)
 
 
-def _warn_if_calibrated_elsewhere(rule: DecisionRule | None) -> None:
-    """int8 probabilities depend on the activation bits this CPU uses; thresholds chosen with other bits
-    still run, but their recall was not measured for these probabilities."""
-    from modernenc.model.precision import int8_activation_bits
+# What int8 calibrations record about the machine (`model.precision.int8_setup`), with the value a
+# calibration made before the key existed had: every modernenc before the kernel was recorded used x86.
+INT8_SETUP_BEFORE_IT_WAS_RECORDED = {"int8_kernel": "x86"}
 
-    recorded = ((rule and rule.calibration) or {}).get("int8_activation_bits")
-    if rule is not None and rule.precision == "int8" and recorded and recorded != int8_activation_bits():
+
+def warn_if_calibrated_elsewhere(rule: DecisionRule | None) -> bool:
+    """Warn (and return True) when int8 thresholds were chosen on probabilities of another int8 setup.
+
+    int8 probabilities depend on the activation bits and the matmul kernel this machine uses; thresholds
+    chosen under others still run, but their recall was not measured for these probabilities."""
+    from modernenc.model.precision import int8_setup
+
+    if rule is None or rule.precision != "int8" or not rule.calibration:
+        return False
+    recorded = {**INT8_SETUP_BEFORE_IT_WAS_RECORDED, **rule.calibration}
+    changed = [
+        f"{key} {recorded[key]} -> {value}"
+        for key, value in int8_setup().items()
+        if recorded.get(key) is not None and recorded[key] != value  # unrecorded: nothing to compare
+    ]
+    if changed:
         logger.warning(
-            "the int8 thresholds were calibrated with %d-bit activations, and this CPU quantizes them to %d "
-            "bits: probabilities shift a little, so the recall they were chosen for is not guaranteed here; "
-            "calibrate on this machine (modernenc calibrate ... --dtype int8)",
-            recorded,
-            int8_activation_bits(),
+            "the int8 thresholds were calibrated under another int8 setup than this machine's (%s): "
+            "probabilities shift a little, so the recall they were chosen for is not guaranteed here; "
+            "calibrate on this machine (modernenc calibrate ... --dtype int8 --force)",
+            ", ".join(changed),
         )
+    return bool(changed)
 
 
 def predict_file(
@@ -339,7 +353,7 @@ def predict_file(
     rule = precision_rule or read_thresholds(model_dir)  # labels and truncation: shared by every precision
     t, band, source = resolve_decision(precision_rule, threshold, review_band)
     model, tokenizer = load_classifier(model_dir, resolve_device(device, dtype), dtype)
-    _warn_if_calibrated_elsewhere(precision_rule)
+    warn_if_calibrated_elsewhere(precision_rule)
     config = model.config
     positive = rule.positive_label if rule is not None else 1
     if not 0 <= positive < config.num_labels:
