@@ -124,19 +124,81 @@ def test_without_batching_each_batch_holds_one_request():
     assert recorder.batches == [[tuple(seq) for seq in ids] for ids in requests]
 
 
-def test_a_batch_waits_for_company_up_to_max_wait():
+def test_a_batch_waits_for_company_up_to_max_wait_while_a_request_is_on_its_way():
     recorder = Recorder(max_wait_s=1.0, max_batch_tokens=1000)
 
     async def main():
         scheduler = recorder.scheduler()
+        scheduler.admit(1)  # the second request is being tokenized
         first = recorder.submit(scheduler, [[1, 2, 3]])
         await asyncio.sleep(0.05)
-        second = recorder.submit(scheduler, [[4, 5]])
+        second = scheduler.submit([[4, 5]], context=None)
         await asyncio.gather(first.future, second.future)
         await scheduler.close()
 
     asyncio.run(main())
     assert recorder.batches == [[(1, 2, 3), (4, 5)]]
+
+
+def test_a_lone_request_runs_at_once_but_one_arriving_while_others_are_served_waits():
+    """Waiting helps only if company can come: from a request being tokenized, or from a client whose
+    request is in the model or being recorded. One client alone never meets itself."""
+    recorder = Recorder(max_wait_s=0.5, max_batch_tokens=1000)
+    release = asyncio.Event()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        scheduler = recorder.scheduler()
+        start = loop.time()
+        await recorder.submit(scheduler, [[1, 2, 3]]).future
+        alone = loop.time() - start
+        # Now hold a request in its commit: a job arriving meanwhile waits for company (max_wait).
+        finalize = scheduler.finalize
+
+        def slow_finalize(jobs):
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+            return finalize(jobs)
+
+        scheduler.finalize = slow_finalize
+        held = recorder.submit(scheduler, [[4]])
+        await asyncio.sleep(0.05)  # in its commit now
+        start = loop.time()
+        late = recorder.submit(scheduler, [[5, 6]])
+        await asyncio.sleep(0.2)
+        still_waiting = not late.future.done() and len(recorder.batches) == 2
+        release.set()
+        await asyncio.gather(held.future, late.future)
+        waited = loop.time() - start
+        await scheduler.close()
+        return alone, still_waiting, waited
+
+    alone, still_waiting, waited = asyncio.run(main())
+    assert alone < 0.25  # max_wait is 0.5 s: it did not wait
+    assert still_waiting and waited >= 0.45
+    assert recorder.batches == [[(1, 2, 3)], [(4,)], [(5, 6)]]
+
+
+def test_after_a_batch_of_several_requests_a_lone_one_waits_for_company():
+    """Overlapping clients whose answers are on their way back are not held by the server; a last batch
+    that held several requests says they exist, so the next request waits for them."""
+    recorder = Recorder(max_wait_s=0.3, max_batch_tokens=1000)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        scheduler = recorder.scheduler()
+        scheduler.admit(1)  # a second request on its way: the first waits and they share a batch
+        first = recorder.submit(scheduler, [[1]])
+        second = scheduler.submit([[2]], context=None)
+        await asyncio.gather(first.future, second.future)
+        start = loop.time()
+        await recorder.submit(scheduler, [[3]]).future
+        waited = loop.time() - start
+        await scheduler.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert recorder.batches == [[(1,), (2,)], [(3,)]]
+    assert waited >= 0.25
 
 
 def test_room_is_reserved_at_admission_and_returned_on_release_or_cancel():

@@ -245,6 +245,7 @@ def other_folders(tmp_path_factory, model_dir):
         ("model", ["--max-batch-tokens", "16"], r"--max-batch-tokens 16 is below the model's max_length 40"),
         ("model", ["--max-texts-per-request", "9", "--max-queue-texts", "8"], r"could never be queued"),
         ("model", ["--max-wait-ms", "-1"], r"--max-wait-ms must be >= 0"),
+        ("model", ["--keep-alive-s", "0"], r"--keep-alive-s must be at least 1; got 0"),
         ("model", ["--api-keys", "{root}/absent.txt"], r"--api-keys file \S+ does not exist"),
         ("model", ["--api-keys", "{root}/keys-twice.txt"], r"line 2: the same key as line 1"),
         ("model", ["--audit-db", "{root}/notes.sqlite"], r"notes.sqlite is not an SQLite database"),
@@ -260,6 +261,28 @@ def test_a_server_that_cannot_serve_says_why_in_one_sentence(
     error = cli_error(capsys, "serve", path, "--port", "0", "--device", "cpu", *args)
     assert re.search(rf"^modernenc serve: error: .*{message}", error), error
     assert KEY not in error
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_s_not_before(model_dir, tmp_path):
+    """The server must not close a connection a client may still reuse: it keeps idle ones for
+    --keep-alive-s (75 s by default, above common clients' idle expiry), then closes them."""
+    server = ServerProcess(model_dir, "--keep-alive-s", 2, "--audit-db", tmp_path / "a.sqlite")
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        request = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            for pause in (0.0, 1.0):  # reused after an idle second: still open
+                time.sleep(pause)
+                conn.sendall(request)
+                response = b""
+                while not response.endswith(b'{"status":"ok"}'):  # head and body may come apart
+                    response += conn.recv(4096)
+                assert response.startswith(b"HTTP/1.1 200")
+            start = time.monotonic()
+            assert conn.recv(4096) == b""  # then idle: the server closes it (EOF) after 2 s
+            assert 1.5 < time.monotonic() - start < 5
+    finally:
+        server.stop()
 
 
 def test_a_port_in_use_is_named(model_dir, tmp_path, capsys):

@@ -13,6 +13,7 @@ DEFAULTS = {  # mirrors ServeSettings (not imported here: `modernenc --help` mus
     "max_queue_texts": 4096,
     "max_texts_per_request": 256,
     "max_request_bytes": 2_000_000,
+    "keep_alive_s": 75,
 }
 
 
@@ -60,6 +61,13 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="larger bodies get 413 (default: %(default)s)",
     )
     p.add_argument(
+        "--keep-alive-s",
+        type=int,
+        default=DEFAULTS["keep_alive_s"],
+        help="seconds an idle keep-alive connection stays open; keep it above your clients' and load "
+        "balancer's idle timeouts, so they close first (default: %(default)s)",
+    )
+    p.add_argument(
         "--no-batching",
         action="store_true",
         help="one request per batch, for comparison with batching across requests",
@@ -101,6 +109,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_queue_texts=args.max_queue_texts,
         max_texts_per_request=args.max_texts_per_request,
         max_request_bytes=args.max_request_bytes,
+        keep_alive_s=args.keep_alive_s,
         audit_db=args.audit_db,
         audit_store_text=args.audit_store_text,
         batching=not args.no_batching,

@@ -2,7 +2,10 @@
 
 A request becomes a ``Job`` of token-id sequences. The batcher (one asyncio task) builds each batch text
 by text, up to ``max_batch_tokens`` real tokens (batches are packed: no padding, so a token budget is the
-cost), waiting at most ``max_wait_s`` after the oldest waiting text arrived for company. While other jobs
+cost), waiting at most ``max_wait_s`` after the oldest waiting text arrived for company, and only while
+company is likely: a request the server holds besides the waiting ones (being tokenized, in the model or
+being recorded, whose client sends again once answered), or a last batch that held several requests
+(clients overlap). A lone client's request runs at once, as with no batching. While other jobs
 wait, one job gets at most half of a batch on the first pass, so a large request cannot hold small ones
 back for several batches; a second pass fills what is left, oldest first.
 
@@ -96,6 +99,8 @@ class BatchScheduler:
         self._committer: asyncio.Task | None = None
         self._batcher_done = False
         self._texts_per_s: float | None = None  # smoothed model speed, for Retry-After
+        self._unresolved: set[Job] = set()  # submitted jobs whose future is not done yet
+        self._last_batch_jobs = 0  # requests the last batch held texts of: more than one, clients overlap
 
     # -----------------------------------------------------------------------------------------------------
     # what request handlers call (all on the event loop)
@@ -135,6 +140,8 @@ class BatchScheduler:
         self._admitted -= len(ids)
         loop = asyncio.get_running_loop()
         job = Job(ids=ids, context=context, future=loop.create_future(), enqueued_at=loop.time())
+        self._unresolved.add(job)
+        job.future.add_done_callback(lambda _: self._unresolved.discard(job))  # result, error or cancel
         self._jobs.append(job)
         self._add_queued(len(ids), sum(len(s) for s in ids))
         self._arrival.set()
@@ -205,10 +212,21 @@ class BatchScheduler:
                 for job in {job for job, _ in batch}:
                     self.cancel_with(job, InferenceFailed(f"batching failed: {type(err).__name__}: {err}"))
 
+    def _company_may_come(self) -> bool:
+        """True while more texts are likely soon: a request the server holds besides the waiting ones (being
+        tokenized, or in the model or being recorded: an answered client sends again), or a last batch
+        that held several requests. The second covers clients whose answers are on the wire: without it,
+        at 8 closed-loop clients the first request back ran alone and the others queued behind it
+        (serve_load: 414 against 508 texts/s). With one client, waiting only adds latency."""
+        waiting = sum(1 for job in self._jobs if not job.future.done())
+        return self._admitted > 0 or len(self._unresolved) > waiting or self._last_batch_jobs > 1
+
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.batching:
             return
         while self._jobs and not self._flush and self._queued_tokens < self.max_batch_tokens:
+            if not self._company_may_come():
+                return
             remaining = self._jobs[0].enqueued_at + self.max_wait_s - loop.time()
             if remaining <= 0:
                 return
@@ -254,6 +272,7 @@ class BatchScheduler:
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, int]]) -> None:
         ids = [job.ids[i] for job, i in batch]
+        self._last_batch_jobs = len({id(job) for job, _ in batch})
         started = loop.time()
         if self.metrics is not None:
             self.metrics.batch_tokens.observe(sum(len(s) for s in ids))

@@ -116,6 +116,7 @@ def run_server(
         log_level="warning",
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.drain_timeout_s,
+        timeout_keep_alive=settings.keep_alive_s,
         lifespan="on",
     )
     server = Server(config)

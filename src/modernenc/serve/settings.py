@@ -26,6 +26,12 @@ class ServeSettings:
     batching: bool = True  # False: each batch holds one request's texts (for comparisons)
     body_timeout_s: float = 30.0  # a client that stalls mid-body gets 408, not a handler that waits forever
     drain_timeout_s: float = 120.0  # after SIGTERM, the longest wait for requests in flight
+    # How long an idle keep-alive connection stays open. Longer than clients keep idle connections (httpx
+    # 5 s, aiohttp 15 s; load balancers up to 60 s), so the client always closes first: at uvicorn's
+    # default of 5 s, equal to httpx's, a client could send on a connection the server was closing and
+    # get a reset instead of an answer (seen as ReadError in the overload test, docs/benchmarks.md).
+    # 75 s is nginx's default.
+    keep_alive_s: int = 75
     access_log: bool = False
 
     def for_model(self, device: str, max_length: int) -> ServeSettings:
@@ -46,6 +52,8 @@ class ServeSettings:
         for option, value in positive.items():
             if value is not None and value < 1:
                 raise ValueError(f"{option} must be at least 1; got {value}")
+        if self.keep_alive_s < 1:
+            raise ValueError(f"--keep-alive-s must be at least 1; got {self.keep_alive_s}")
         if self.max_wait_ms < 0:
             raise ValueError(f"--max-wait-ms must be >= 0; got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
