@@ -51,6 +51,9 @@ def main() -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8"])
     p.add_argument("--clients", type=int, nargs="+", default=[32, 128])
     p.add_argument("--seconds", type=float, default=20, help="of load per level (default: %(default)s)")
+    p.add_argument(
+        "--client", choices=sorted(serve_load.CLIENTS), default="httpx", help="the load's HTTP client"
+    )
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG", help="one more serve argument")
     args = p.parse_args()
 
@@ -60,10 +63,11 @@ def main() -> None:
     texts = serve_load.ade_test_texts(None, None)
     server = serve_load.start_serve(args.model, args.dtype, work / "audit.sqlite", keys, *args.serve_arg)
     try:
-        asyncio.run(serve_load.closed_loop(server.url, texts, 4, 2, 5))  # warm up
+        asyncio.run(serve_load.closed_loop(server.url, texts, 4, 2, 5, args.client))  # warm up
         for clients in args.clients:
             before, start = scrape(server.url), time.perf_counter()
-            load = asyncio.run(serve_load.closed_loop(server.url, texts, clients, args.seconds, 10**6))
+            loop = serve_load.closed_loop(server.url, texts, clients, args.seconds, 10**6, args.client)
+            load = asyncio.run(loop)
             wall, after = time.perf_counter() - start, scrape(server.url)
             d = {name: after[name] - before[name] for name in COUNTERS}
             row = {
@@ -74,6 +78,7 @@ def main() -> None:
                 "texts_per_batch": round(d["batch_texts_sum"] / max(1, d["batch_texts_count"]), 1),
                 "texts_per_model_second": round(d["texts_total"] / max(1e-9, d["inference_seconds_sum"]), 1),
                 "audit_busy": round(d["audit_commit_seconds_sum"] / wall, 3),
+                "client_cpu_share": load["client_cpu_share"],
             }
             print(json.dumps(row), flush=True)
     finally:
