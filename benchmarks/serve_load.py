@@ -10,7 +10,9 @@ Stages, each against fresh server processes on free loopback ports:
 2. closed loop at each --clients level: every client sends requests of 1-8 ADE test sentences back to back
    for --seconds; texts/s and p50/p95/p99 latency, for `modernenc serve` (batching across requests),
    the same server with --no-batching (one request per batch), and a minimal FastAPI app that calls
-   `transformers.pipeline("text-classification")` per request;
+   `transformers.pipeline("text-classification")` per request; then --paired-rounds rounds of offline
+   predict and --seconds at 32 clients in turns on one server, for a serve / predict ratio that the
+   host's drifting speed cannot skew;
 3. overload: open loop at --overload-factor x the best measured throughput for --overload-seconds: only
    200 and 429 may come back, the server's memory is sampled, and the decisions answered with 200 must
    equal the new audit rows;
@@ -322,6 +324,24 @@ def sweep(name: str, server: Process, texts: list[str], args: argparse.Namespace
     return rows
 
 
+def paired_ratio(model: str, texts: list[str], work: Path, keys: Path, args: argparse.Namespace) -> dict:
+    """serve at 32 clients over offline predict, measured in turns (predict, then --seconds of load, per
+    round) on one server: the host's speed drifts by minutes, and each round's ratio sees one speed."""
+    server = start_serve(model, args.dtype, work / "paired.sqlite", keys, *args.serve_arg)
+    rounds = []
+    try:
+        asyncio.run(closed_loop(server.url, texts, 4, 2, 5, args.client))  # warm up
+        for _ in range(args.paired_rounds):
+            predict = offline_predict(model, args.dtype, texts, work)["texts_per_s"]
+            load = closed_loop(server.url, texts, 32, args.seconds, args.max_requests, args.client)
+            serve = asyncio.run(load)["texts_per_s"]
+            rounds.append({"predict": predict, "serve": serve, "ratio": round(serve / predict, 3)})
+            print(f"paired round: {rounds[-1]}", flush=True)
+    finally:
+        server.terminate()
+    return {"rounds": rounds, "median_ratio": statistics.median(r["ratio"] for r in rounds)}
+
+
 def audit_count(db: Path) -> int:
     with sqlite3.connect(db) as connection:
         return connection.execute("SELECT count(*) FROM decisions").fetchone()[0]
@@ -491,6 +511,10 @@ def run(args: argparse.Namespace) -> dict:
                 else {}
             ),
         }
+        if args.paired_rounds and args.capacity is None:
+            results["paired_at_32_clients"] = paired_ratio(model, texts, work, keys, args)
+            median = results["paired_at_32_clients"]["median_ratio"]
+            results["ratios_at_32_clients"]["serve / predict, paired rounds (median)"] = median
         print(f"ratios at 32 clients: {results['ratios_at_32_clients']}")
     if args.skip_faults:
         return results
@@ -550,6 +574,13 @@ def main() -> None:
     p.add_argument(
         "--predict-runs", type=int, default=3, help="offline predict runs; the median counts (default: 3)"
     )
+    p.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=3,
+        help="rounds of (offline predict, then --seconds at 32 clients) on one server, whose median ratio "
+        "drift cannot skew; 0 skips them (default: %(default)s)",
+    )
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrency levels")
     p.add_argument(
         "--client",
@@ -605,6 +636,7 @@ def main() -> None:
         p.error(f"{args.out} already exists; choose another --out")
     if args.quick:
         args.clients, args.seconds, args.max_requests = [1, 8], 2, 50
+        args.paired_rounds = min(args.paired_rounds, 1)
         args.overload_seconds, args.kill_after, args.limit_texts = 3, 2, args.limit_texts or 200
         args.max_queue_texts = 64  # small enough for 429s within seconds
     results = run(args)
