@@ -328,9 +328,11 @@ def test_unknown_routes_methods_and_query_values_are_json_errors(server):
 
 
 def test_a_full_queue_answers_429_and_a_client_that_leaves_is_dropped(engine, tmp_path):
-    """A tiny queue (4 texts) whose batches wait up to 2 s for company, so the queue's state is known."""
+    """A tiny queue (4 texts) whose batches always wait up to 2 s for company, so its state is known."""
     db = tmp_path / "audit.sqlite"
-    settings = ServeSettings(audit_db=db, max_wait_ms=2000, max_queue_texts=4, max_texts_per_request=4)
+    settings = ServeSettings(
+        audit_db=db, max_wait_ms=2000, batch_wait="always", max_queue_texts=4, max_texts_per_request=4
+    )
     with running(create_app(engine, settings, SQLiteAuditStore(db))) as url:
         first = {}
         waiting = threading.Thread(
@@ -573,6 +575,8 @@ def test_batch_token_default_follows_the_device_and_never_cuts_a_text():
     assert ServeSettings(max_batch_tokens=300).for_model("cpu", 512).max_batch_tokens == 300  # then refused:
     with pytest.raises(ValueError, match="--max-batch-tokens 300 is below the model's max_length 512"):
         ServeSettings(max_batch_tokens=300).for_model("cpu", 512).check(max_length=512)
+    with pytest.raises(ValueError, match="--batch-wait must be one of adaptive, always; got 'never'"):
+        ServeSettings(batch_wait="never").for_model("cpu", 512).check(max_length=512)
 
 
 def test_int8_serves_the_thresholds_calibrated_for_it_and_scores_as_predict_does(tmp_path):

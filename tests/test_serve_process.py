@@ -90,8 +90,10 @@ def test_sigterm_drains_queued_requests_commits_them_and_exits_0(model_dir, tmp_
     db, keys = tmp_path / "audit.sqlite", tmp_path / "keys.txt"
     keys.write_text(f"ops:{KEY}\n")
     headers = {"Authorization": f"Bearer {KEY}"}
-    # Batches wait up to 5 s for company: the requests below are still queued when SIGTERM comes.
-    server = ServerProcess(model_dir, "--audit-db", db, "--api-keys", keys, "--max-wait-ms", 5000)
+    # Batches always wait up to 5 s for company: the requests below are still queued when SIGTERM comes.
+    server = ServerProcess(
+        model_dir, "--audit-db", db, "--api-keys", keys, "--max-wait-ms", 5000, "--batch-wait", "always"
+    )
     try:
         line = server.startup_line
         digest = re.search(r"sha256:([0-9a-f]{64})", line).group(1)

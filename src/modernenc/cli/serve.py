@@ -10,6 +10,7 @@ from modernenc.utils.precision import PRECISIONS
 
 DEFAULTS = {  # mirrors ServeSettings (not imported here: `modernenc --help` must not load the server)
     "max_wait_ms": 5.0,
+    "batch_wait": "adaptive",
     "max_queue_texts": 4096,
     "max_texts_per_request": 256,
     "max_request_bytes": 2_000_000,
@@ -41,6 +42,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULTS["max_wait_ms"],
         help="how long a batch waits for more texts (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-wait",
+        choices=["adaptive", "always"],
+        default=DEFAULTS["batch_wait"],
+        help="adaptive: a batch waits --max-wait-ms for company only while other requests are in the "
+        "server or the last batch held several, so a lone client is not delayed; always: every batch not "
+        "yet full waits (default: %(default)s)",
     )
     p.add_argument(
         "--max-queue-texts",
@@ -106,6 +115,7 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms,
+        batch_wait=args.batch_wait,
         max_queue_texts=args.max_queue_texts,
         max_texts_per_request=args.max_texts_per_request,
         max_request_bytes=args.max_request_bytes,

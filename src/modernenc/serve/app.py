@@ -370,6 +370,7 @@ def create_app(
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue_texts=settings.max_queue_texts,
             batching=settings.batching,
+            always_wait=settings.batch_wait == "always",
             metrics=state.metrics,
         )
         state.scheduler.start()

@@ -5,7 +5,8 @@ by text, up to ``max_batch_tokens`` real tokens (batches are packed: no padding,
 cost), waiting at most ``max_wait_s`` after the oldest waiting text arrived for company, and only while
 company is likely: a request the server holds besides the waiting ones (being tokenized, in the model or
 being recorded, whose client sends again once answered), or a last batch that held several requests
-(clients overlap). A lone client's request runs at once, as with no batching. While other jobs
+(clients overlap). A lone client's request runs at once, as with no batching (``always_wait`` restores
+the full wait for every batch that is not full). While other jobs
 wait, one job gets at most half of a batch on the first pass, so a large request cannot hold small ones
 back for several batches; a second pass fills what is left, oldest first.
 
@@ -83,6 +84,7 @@ class BatchScheduler:
     max_wait_s: float
     max_queue_texts: int
     batching: bool = True  # False: one job's texts per batch (for comparisons)
+    always_wait: bool = False  # True: every batch not yet full waits max_wait_s, company likely or not
     metrics: Any = None  # ServeMetrics, or None
 
     def __post_init__(self) -> None:
@@ -225,7 +227,7 @@ class BatchScheduler:
         if not self.batching:
             return
         while self._jobs and not self._flush and self._queued_tokens < self.max_batch_tokens:
-            if not self._company_may_come():
+            if not self.always_wait and not self._company_may_come():
                 return
             remaining = self._jobs[0].enqueued_at + self.max_wait_s - loop.time()
             if remaining <= 0:

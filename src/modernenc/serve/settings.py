@@ -10,6 +10,12 @@ from pathlib import Path
 # quickstart model, 8,192-token batches served 205 texts/s, 4,096-token ones 330 and 2,048-token ones 396,
 # with equal throughput at 32 clients (docs/benchmarks.md). A GPU wants large batches.
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 8192}
+# When a batch that is not full waits up to --max-wait-ms for company (serve/batching.py).
+BATCH_WAITS = {
+    "adaptive": "only while the server holds another request or the last batch held several; a lone "
+    "client's request runs at once",
+    "always": "every batch that is not full waits, company likely or not",
+}
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class ServeSettings:
     port: int = 8000
     max_batch_tokens: int | None = None  # real tokens per packed batch (no padding); None: by device
     max_wait_ms: float = 5.0  # how long the first text of a batch waits for company
+    batch_wait: str = "adaptive"  # one of BATCH_WAITS
     max_queue_texts: int = 4096  # texts waiting for the model; beyond it, 429
     max_texts_per_request: int = 256
     max_request_bytes: int = 2_000_000
@@ -48,12 +55,13 @@ class ServeSettings:
             "--max-queue-texts": self.max_queue_texts,
             "--max-texts-per-request": self.max_texts_per_request,
             "--max-request-bytes": self.max_request_bytes,
+            "--keep-alive-s": self.keep_alive_s,
         }
         for option, value in positive.items():
             if value is not None and value < 1:
                 raise ValueError(f"{option} must be at least 1; got {value}")
-        if self.keep_alive_s < 1:
-            raise ValueError(f"--keep-alive-s must be at least 1; got {self.keep_alive_s}")
+        if self.batch_wait not in BATCH_WAITS:
+            raise ValueError(f"--batch-wait must be one of {', '.join(BATCH_WAITS)}; got {self.batch_wait!r}")
         if self.max_wait_ms < 0:
             raise ValueError(f"--max-wait-ms must be >= 0; got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
