@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from modernenc.cli.command import Command
+from modernenc.serve.settings import BATCH_WAITS  # plain data: loads no server
 from modernenc.utils.precision import PRECISIONS
 
 DEFAULTS = {  # mirrors ServeSettings (not imported here: `modernenc --help` must not load the server)
@@ -45,7 +46,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch-wait",
-        choices=["adaptive", "always"],
+        choices=list(BATCH_WAITS),
         default=DEFAULTS["batch_wait"],
         help="adaptive: a batch waits --max-wait-ms for company only while other requests are in the "
         "server or the last batch held several, so a lone client is not delayed; always: every batch not "

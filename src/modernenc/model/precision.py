@@ -54,7 +54,9 @@ def int8_engine() -> str:
     """The quantized engine int8 layers use on this machine (see INT8_ENGINE_BY_VNNI)."""
     engines = torch.backends.quantized.supported_engines
     preferred = INT8_ENGINE_BY_VNNI[has_vnni()]
-    return preferred if preferred in engines else next(e for e in ("x86", "fbgemm", "onednn") if e in engines)
+    if preferred in engines:
+        return preferred
+    return next(e for e in ("x86", "fbgemm", "onednn", "qnnpack") if e in engines)
 
 
 class Bf16Linear(nn.Module):

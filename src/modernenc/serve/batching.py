@@ -220,8 +220,8 @@ class BatchScheduler:
         that held several requests. The second covers clients whose answers are on the wire: without it,
         at 8 closed-loop clients the first request back ran alone and the others queued behind it
         (serve_load: 414 against 508 texts/s). With one client, waiting only adds latency."""
-        waiting = sum(1 for job in self._jobs if not job.future.done())
-        return self._admitted > 0 or len(self._unresolved) > waiting or self._last_batch_jobs > 1
+        # Every queued job is unresolved (a job leaves the queue before its future is done).
+        return self._admitted > 0 or len(self._unresolved) > len(self._jobs) or self._last_batch_jobs > 1
 
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.batching:

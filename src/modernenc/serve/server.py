@@ -90,7 +90,6 @@ def prepare(
     keys = read_api_keys(api_keys) if api_keys is not None else None
     settings.check(max_length=2)  # the cheap checks before loading weights; max_length after
     engine = load_engine(model_dir, dtype, device)
-    settings = settings.for_model(engine.device, engine.max_length)
     settings.check(max_length=engine.max_length)
     store = SQLiteAuditStore(settings.audit_db)
     return create_app(engine, settings, store, keys), engine, store, keys
