@@ -228,6 +228,7 @@ def other_folders(tmp_path_factory, model_dir):
     rule["weights_sha256"] = "0" * 64  # chosen for other weights
     (replaced / "thresholds.json").write_text(json.dumps(rule))
     (root / "keys-twice.txt").write_text(f"a:{KEY}\nb:{KEY}\n")
+    (root / "keys-latin1.txt").write_bytes(f"caf\xe9:{KEY}\n".encode("latin-1"))
     (root / "notes.sqlite").write_text("not a database\n" * 10)
     return root
 
@@ -246,10 +247,19 @@ def other_folders(tmp_path_factory, model_dir):
         ),
         ("model", ["--max-batch-tokens", "16"], r"--max-batch-tokens 16 is below the model's max_length 40"),
         ("model", ["--max-texts-per-request", "9", "--max-queue-texts", "8"], r"could never be queued"),
-        ("model", ["--max-wait-ms", "-1"], r"--max-wait-ms must be >= 0"),
+        ("model", ["--max-wait-ms", "-1"], r"--max-wait-ms must be a finite number >= 0; got -1"),
+        # nan killed the batcher and every request hung; inf held a lone request forever
+        ("model", ["--max-wait-ms", "nan"], r"--max-wait-ms must be a finite number >= 0; got nan"),
+        ("model", ["--max-wait-ms", "inf"], r"--max-wait-ms must be a finite number >= 0; got inf"),
         ("model", ["--keep-alive-s", "0"], r"--keep-alive-s must be at least 1; got 0"),
         ("model", ["--api-keys", "{root}/absent.txt"], r"--api-keys file \S+ does not exist"),
         ("model", ["--api-keys", "{root}/keys-twice.txt"], r"line 2: the same key as line 1"),
+        (
+            "model",
+            ["--api-keys", "{root}/keys-latin1.txt"],
+            r"--api-keys file \S+ is not UTF-8 text \(at byte offset 3\)$",
+        ),
+        ("model", ["--api-keys", "{root}"], r"--api-keys \S+ is a folder; give the keys file"),
         ("model", ["--audit-db", "{root}/notes.sqlite"], r"notes.sqlite is not an SQLite database"),
         ("model", ["--audit-db", "{root}"], r"is a folder"),
         ("model", ["--audit-db", "{root}/no/such/folder/a.sqlite"], r"folder \S+ does not exist"),
