@@ -3,6 +3,7 @@ SIGTERM, and an intact audit trail after SIGKILL under load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -273,6 +274,32 @@ def test_a_server_that_cannot_serve_says_why_in_one_sentence(
     error = cli_error(capsys, "serve", path, "--port", "0", "--device", "cpu", *args)
     assert re.search(rf"^modernenc serve: error: .*{message}", error), error
     assert KEY not in error
+
+
+def test_a_damaged_audit_trail_is_refused_before_anything_is_written_to_it(model_dir, tmp_path, capsys):
+    """A trail SQLite finds damaged is refused at start-up, not extended (where the damage could spread and
+    every answered decision would land in a trail that no longer verifies), and its bytes stay as they are."""
+    db = tmp_path / "audit.sqlite"
+    store = SQLiteAuditStore(db)
+    record = DecisionRecord(
+        "", "r", utc_now(), None, "0" * 64, None, "d", "fp32", "t", 0.5, 0.25, 0.75, 0.9, "ade", False, False
+    )
+    store.append_decisions([dataclasses.replace(record, decision_id=f"d{i}") for i in range(2000)])
+    store.close()  # checkpoints the WAL into the file
+    page_size = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    pages = db.stat().st_size // page_size
+    assert pages > 20
+    with db.open("r+b") as f:  # a middle page's type byte (no free pages: the trail never deletes)
+        f.seek(pages // 2 * page_size)
+        f.write(b"\x00")
+    damaged = db.read_bytes()
+    error = cli_error(capsys, "serve", model_dir, "--port", "0", "--device", "cpu", "--audit-db", db)
+    assert re.search(
+        rf"^modernenc serve: error: --audit-db {re.escape(str(db))} is damaged \(SQLite's", error
+    )
+    assert "nothing was written to it: restore it from a backup or choose another --audit-db" in error
+    assert db.read_bytes() == damaged
+    assert "fails SQLite's integrity check" in cli_error(capsys, "audit", "verify", db)
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_s_not_before(model_dir, tmp_path):
