@@ -483,6 +483,9 @@ def test_review_flow_appends_reviews_and_export_shows_the_latest(server, tmp_pat
     )
     assert post(url, f"/v1/review/{target}", {"verdict": "event"}).status_code == 422
     assert post(url, f"/v1/review/{target}", {"reviewer": "", "verdict": "event"}).status_code == 422
+    unnamed = post(url, f"/v1/review/{target}", {"reviewer": " \t\n", "verdict": "event"})
+    assert unnamed.status_code == 422 and "reviewer is empty or only whitespace" in unnamed.text
+    assert len([r for r in audit_rows(db, "reviews").values() if r["decision_id"] == target]) == 2
     assert (
         post(url, f"/v1/review/{target}", {"reviewer": "a", "verdict": "event"}, headers={}).status_code
         == 401

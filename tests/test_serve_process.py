@@ -3,6 +3,7 @@ SIGTERM, and an intact audit trail after SIGKILL under load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -228,6 +229,7 @@ def other_folders(tmp_path_factory, model_dir):
     rule["weights_sha256"] = "0" * 64  # chosen for other weights
     (replaced / "thresholds.json").write_text(json.dumps(rule))
     (root / "keys-twice.txt").write_text(f"a:{KEY}\nb:{KEY}\n")
+    (root / "keys-latin1.txt").write_bytes(f"caf\xe9:{KEY}\n".encode("latin-1"))
     (root / "notes.sqlite").write_text("not a database\n" * 10)
     return root
 
@@ -246,10 +248,19 @@ def other_folders(tmp_path_factory, model_dir):
         ),
         ("model", ["--max-batch-tokens", "16"], r"--max-batch-tokens 16 is below the model's max_length 40"),
         ("model", ["--max-texts-per-request", "9", "--max-queue-texts", "8"], r"could never be queued"),
-        ("model", ["--max-wait-ms", "-1"], r"--max-wait-ms must be >= 0"),
+        ("model", ["--max-wait-ms", "-1"], r"--max-wait-ms must be a finite number >= 0; got -1"),
+        # nan killed the batcher and every request hung; inf held a lone request forever
+        ("model", ["--max-wait-ms", "nan"], r"--max-wait-ms must be a finite number >= 0; got nan"),
+        ("model", ["--max-wait-ms", "inf"], r"--max-wait-ms must be a finite number >= 0; got inf"),
         ("model", ["--keep-alive-s", "0"], r"--keep-alive-s must be at least 1; got 0"),
         ("model", ["--api-keys", "{root}/absent.txt"], r"--api-keys file \S+ does not exist"),
         ("model", ["--api-keys", "{root}/keys-twice.txt"], r"line 2: the same key as line 1"),
+        (
+            "model",
+            ["--api-keys", "{root}/keys-latin1.txt"],
+            r"--api-keys file \S+ is not UTF-8 text \(at byte offset 3\)$",
+        ),
+        ("model", ["--api-keys", "{root}"], r"--api-keys \S+ is a folder; give the keys file"),
         ("model", ["--audit-db", "{root}/notes.sqlite"], r"notes.sqlite is not an SQLite database"),
         ("model", ["--audit-db", "{root}"], r"is a folder"),
         ("model", ["--audit-db", "{root}/no/such/folder/a.sqlite"], r"folder \S+ does not exist"),
@@ -263,6 +274,32 @@ def test_a_server_that_cannot_serve_says_why_in_one_sentence(
     error = cli_error(capsys, "serve", path, "--port", "0", "--device", "cpu", *args)
     assert re.search(rf"^modernenc serve: error: .*{message}", error), error
     assert KEY not in error
+
+
+def test_a_damaged_audit_trail_is_refused_before_anything_is_written_to_it(model_dir, tmp_path, capsys):
+    """A trail SQLite finds damaged is refused at start-up, not extended (where the damage could spread and
+    every answered decision would land in a trail that no longer verifies), and its bytes stay as they are."""
+    db = tmp_path / "audit.sqlite"
+    store = SQLiteAuditStore(db)
+    record = DecisionRecord(
+        "", "r", utc_now(), None, "0" * 64, None, "d", "fp32", "t", 0.5, 0.25, 0.75, 0.9, "ade", False, False
+    )
+    store.append_decisions([dataclasses.replace(record, decision_id=f"d{i}") for i in range(2000)])
+    store.close()  # checkpoints the WAL into the file
+    page_size = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+    pages = db.stat().st_size // page_size
+    assert pages > 20
+    with db.open("r+b") as f:  # a middle page's type byte (no free pages: the trail never deletes)
+        f.seek(pages // 2 * page_size)
+        f.write(b"\x00")
+    damaged = db.read_bytes()
+    error = cli_error(capsys, "serve", model_dir, "--port", "0", "--device", "cpu", "--audit-db", db)
+    assert re.search(
+        rf"^modernenc serve: error: --audit-db {re.escape(str(db))} is damaged \(SQLite's", error
+    )
+    assert "nothing was written to it: restore it from a backup or choose another --audit-db" in error
+    assert db.read_bytes() == damaged
+    assert "fails SQLite's integrity check" in cli_error(capsys, "audit", "verify", db)
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_s_not_before(model_dir, tmp_path):

@@ -631,6 +631,8 @@ def create_app(
         body: ReviewRequest = _parse(
             ReviewRequest, await _read_body(request, settings.max_request_bytes, settings.body_timeout_s)
         )
+        if not body.reviewer.strip():  # "who reviewed" is what the audit row exists to answer
+            raise ApiError(422, "reviewer is empty or only whitespace: name who reviewed the decision")
         record = ReviewRecord(
             review_id=str(uuid.uuid4()),
             decision_id=decision_id,

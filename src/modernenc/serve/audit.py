@@ -232,6 +232,17 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+def _damage(connection: sqlite3.Connection, pragma: str = "quick_check", limit: int = 3) -> list[str]:
+    """SQLite's own check of every page (``quick_check``, or ``integrity_check`` that also compares indexes
+    with their tables): its first ``limit`` problems, none when the file is sound. SQLite reports them as
+    lines, some rows holding several, under a '*** in database main ***' heading."""
+    try:
+        lines = [line for row in connection.execute(f"PRAGMA {pragma}") for line in str(row[0]).splitlines()]
+    except sqlite3.DatabaseError as err:  # damage the check itself trips over
+        return [str(err)]
+    return [] if lines == ["ok"] else [line for line in lines if not line.startswith("***")][:limit]
+
+
 def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not {"meta", "decisions", "reviews"} <= tables:
@@ -259,6 +270,15 @@ class SQLiteAuditStore:
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self._db = _connect(self.path)
         try:
+            # Before anything is written: appending to a damaged file can spread the damage, and every
+            # decision answered from then on would go into a trail that no longer verifies. This reads the
+            # whole file once, so start-up takes longer as the trail grows.
+            damage = [] if fresh else _damage(self._db)
+            if damage:
+                raise AuditError(
+                    f"--audit-db {path} is damaged (SQLite's quick_check: {'; '.join(damage)}); nothing was "
+                    "written to it: restore it from a backup or choose another --audit-db"
+                )
             if fresh or not self._has_tables():
                 if not fresh and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise AuditError(
@@ -406,9 +426,9 @@ def verify_audit_db(path: str | Path) -> ChainReport:
     first broken row."""
     db = open_existing(path)
     try:
-        problems = [row[0] for row in db.execute("PRAGMA integrity_check")]
-        if problems != ["ok"]:
-            raise AuditError(f"{path} fails SQLite's integrity check: {'; '.join(problems[:3])}")
+        problems = _damage(db, "integrity_check")
+        if problems:
+            raise AuditError(f"{path} fails SQLite's integrity check: {'; '.join(problems)}")
         db.execute("BEGIN")  # one snapshot, while a live server keeps appending
         decisions, decisions_head = _verify_table(db, "decisions", DECISION_FIELDS, "decision_id")
         reviews, reviews_head = _verify_table(db, "reviews", REVIEW_FIELDS, "review_id")

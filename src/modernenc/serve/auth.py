@@ -38,11 +38,17 @@ class ApiKeys:
 def read_api_keys(path: str | Path) -> ApiKeys:
     """Parse an --api-keys file; a bad line is an error naming its number (never its content)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--api-keys {path} is a folder; give the keys file")
     if not path.is_file():
         raise FileNotFoundError(f"--api-keys file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # the codec's message names neither the file nor the option
+        raise ValueError(f"--api-keys file {path} is not UTF-8 text (at byte offset {err.start})") from None
     keys: dict[str, str] = {}
     seen: dict[str, int] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,8 +63,10 @@ class ServeSettings:
                 raise ValueError(f"{option} must be at least 1; got {value}")
         if self.batch_wait not in BATCH_WAITS:
             raise ValueError(f"--batch-wait must be one of {', '.join(BATCH_WAITS)}; got {self.batch_wait!r}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"--max-wait-ms must be >= 0; got {self.max_wait_ms}")
+        # nan would kill the batcher (asyncio cannot schedule a timer at nan: every request then hangs) and
+        # inf would hold a lone request forever; argparse's float() accepts both.
+        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
+            raise ValueError(f"--max-wait-ms must be a finite number >= 0; got {self.max_wait_ms}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in [0, 65535]; got {self.port}")
         if self.max_batch_tokens is not None and self.max_batch_tokens < max_length:
