@@ -213,6 +213,26 @@ def test_ready_waits_for_the_warm_up_batch_and_a_failed_warm_up_stays_unready(en
                 assert refused.status_code == 503
 
 
+def test_a_dead_batcher_fails_its_requests_turns_unready_and_refuses_new_ones(engine, tmp_path, monkeypatch):
+    from modernenc.serve.batching import BatchScheduler
+
+    async def broken(self, loop):  # a bug outside the per-batch error handling: the batcher task dies
+        raise ValueError("cannot convert float NaN to integer")
+
+    monkeypatch.setattr(BatchScheduler, "_wait_for_company", broken)
+    db = tmp_path / "audit.sqlite"
+    with running(create_app(engine, ServeSettings(audit_db=db), SQLiteAuditStore(db))) as url:
+        failed = httpx.post(f"{url}/v1/classify", json={"texts": ["Rash."]}, timeout=30)
+        assert failed.status_code == 500, failed.text
+        message = failed.json()["error"]["message"]
+        assert "modernenc-batcher task died" in message and "NaN" in message
+        assert "nothing was recorded" in message
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503 and "modernenc-batcher task died" in ready.text
+        assert httpx.post(f"{url}/v1/classify", json={"texts": ["Rash."]}, timeout=30).status_code == 503
+    assert audit_rows(db) == {}
+
+
 def test_non_finite_probabilities_fail_the_batch_rather_than_read_as_no_event(engine):
     import dataclasses
 

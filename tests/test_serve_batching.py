@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from modernenc.serve.batching import BatchScheduler, QueueFull
+from modernenc.serve.batching import BatchScheduler, InferenceFailed, QueueFull, Stopped
 
 
 def fake_score(ids):
@@ -223,3 +223,39 @@ def test_room_is_reserved_at_admission_and_returned_on_release_or_cancel():
 
     asyncio.run(main())
     assert recorder.batches == []
+
+
+@pytest.mark.parametrize("task", ["batcher", "committer"])
+def test_a_dead_task_fails_what_waits_refuses_new_jobs_and_says_why(task):
+    """A bug that kills the batcher or the committer must not leave requests waiting forever."""
+    failures: list[str] = []
+    recorder = Recorder(max_wait_s=10.0, on_failure=failures.append)
+
+    class Broken(BatchScheduler):
+        async def _wait_for_company(self, loop):  # runs once a job waits, outside the per-batch handling
+            if task == "batcher":
+                raise RuntimeError("a bug in the batcher")
+            await super()._wait_for_company(loop)
+
+        async def _commit_loop(self):
+            if task == "committer":
+                await self._finished_event.wait()
+                raise RuntimeError("a bug in the committer")
+            await super()._commit_loop()
+
+    async def main():
+        scheduler = Broken(recorder.score, recorder.finalize, *recorder.threads, **recorder.settings)
+        scheduler.start()
+        jobs = [recorder.submit(scheduler, [[1, 2], [3]]), recorder.submit(scheduler, [[4]])]
+        done, _ = await asyncio.wait([job.future for job in jobs], timeout=10)
+        assert len(done) == 2  # none left waiting
+        for job in jobs:
+            error = job.future.exception()
+            assert isinstance(error, InferenceFailed) and f"a bug in the {task}" in str(error)
+        assert failures == [scheduler.failure] and f"modernenc-{task} task died" in failures[0]
+        with pytest.raises(Stopped):
+            scheduler.admit(1)
+        await asyncio.wait_for(scheduler.close(), 10)  # returns, without raising the task's error
+
+    asyncio.run(main())
+    assert recorder.finalized == []

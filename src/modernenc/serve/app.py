@@ -148,8 +148,14 @@ class ServerState:
     audit_thread: ThreadPoolExecutor | None = None
     ready: bool = False
     draining: bool = False
-    fatal: str | None = None  # why the server cannot serve (a failed warm-up); server.py then stops it
+    fatal: str | None = None  # why the server cannot serve (a failed warm-up, a dead batcher); it then stops
     on_fatal: Callable[[], None] | None = None
+
+    def fail(self, reason: str) -> None:
+        """The server cannot serve: /ready and new requests answer 503 with `reason`, and it stops."""
+        self.fatal = reason
+        if self.on_fatal is not None:
+            self.on_fatal()
 
     def begin_drain(self) -> None:
         """SIGTERM: /ready turns 503 for load balancers, and batches stop waiting for company."""
@@ -372,6 +378,7 @@ def create_app(
             batching=settings.batching,
             always_wait=settings.batch_wait == "always",
             metrics=state.metrics,
+            on_failure=state.fail,
         )
         state.scheduler.start()
 
@@ -380,9 +387,7 @@ def create_app(
                 await loop.run_in_executor(state.model_thread, engine.warm_up)
             except Exception as err:
                 logger.exception("the warm-up batch failed")
-                state.fatal = f"the warm-up batch failed: {type(err).__name__}: {err}"
-                if state.on_fatal is not None:
-                    state.on_fatal()
+                state.fail(f"the warm-up batch failed: {type(err).__name__}: {err}")
                 return
             state.ready = True
 

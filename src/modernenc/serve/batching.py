@@ -18,6 +18,11 @@ A job's future resolves only after ``finalize`` returned for it, which is where 
 audit rows: a response never precedes its rows. A job whose client left is taken out of the queue
 (``cancel``); if its texts were already in a running batch, their results are dropped and nothing of the
 job is finalized.
+
+If the batcher or the committer task itself dies (a bug outside the per-batch error handling), nothing
+would ever answer again: every request not yet scored (all of them, if the committer died) fails at once
+with ``InferenceFailed``, new ones are refused (``Stopped``), and ``on_failure`` says why, so the server can
+turn unready and exit rather than hang.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class BatchScheduler:
     batching: bool = True  # False: one job's texts per batch (for comparisons)
     always_wait: bool = False  # True: every batch not yet full waits max_wait_s, company likely or not
     metrics: Any = None  # ServeMetrics, or None
+    on_failure: Callable[[str], None] | None = None  # the batcher or committer died: why (on the loop)
 
     def __post_init__(self) -> None:
         self._jobs: deque[Job] = deque()  # jobs with texts waiting, in arrival order
@@ -103,6 +109,7 @@ class BatchScheduler:
         self._texts_per_s: float | None = None  # smoothed model speed, for Retry-After
         self._unresolved: set[Job] = set()  # submitted jobs whose future is not done yet
         self._last_batch_jobs = 0  # requests the last batch held texts of: more than one, clients overlap
+        self.failure: str | None = None  # why the batcher or the committer died, if one did
 
     # -----------------------------------------------------------------------------------------------------
     # what request handlers call (all on the event loop)
@@ -115,6 +122,8 @@ class BatchScheduler:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="modernenc-batcher")
         self._committer = loop.create_task(self._commit_loop(), name="modernenc-committer")
+        for task in (self._task, self._committer):
+            task.add_done_callback(self._on_task_done)
 
     def retry_after(self, extra_texts: int = 0) -> int:
         """Seconds until the queue has drained enough, from the measured speed: 1 to 60."""
@@ -128,7 +137,7 @@ class BatchScheduler:
         Requests being tokenized count against the queue too, so the texts held in memory stay within
         ``max_queue_texts`` however many requests arrive at once. ``submit`` uses the reservation;
         ``release`` returns it when the request fails first."""
-        if self._closing:
+        if self._closing or self.failure:
             raise Stopped()
         if self._queued_texts + self._admitted + texts > self.max_queue_texts:
             raise QueueFull(self.retry_after(texts))
@@ -172,7 +181,7 @@ class BatchScheduler:
         """Take no new jobs, finish the queued ones and their commits, then stop."""
         self._closing = True
         self.flush()
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except asyncio.TimeoutError:
@@ -180,11 +189,27 @@ class BatchScheduler:
                     "the queue did not drain within %s s; dropping %d texts", timeout, self._queued_texts
                 )
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.gather(self._task, return_exceptions=True)  # a death is already reported
         self._batcher_done = True
         if self._committer is not None:
             self._finished_event.set()  # the committer ends once nothing is left to commit
-            await self._committer
+            await asyncio.gather(self._committer, return_exceptions=True)
+
+    def _on_task_done(self, task: asyncio.Task) -> None:
+        """A batcher or committer that returned or was cancelled is shutting down; one that raised is dead."""
+        if task.cancelled() or task.exception() is None or self.failure:
+            return
+        error = task.exception()
+        logger.error("the %s task died; failing every waiting request", task.get_name(), exc_info=error)
+        self.failure = f"the {task.get_name()} task died: {type(error).__name__}: {error}"
+        self.flush()
+        batcher_died = task is self._task
+        for job in list(self._unresolved):
+            if batcher_died and job.done == len(job.ids):
+                continue  # scored: the committer still records it, then answers
+            self.cancel_with(job, InferenceFailed(self.failure))
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
 
     # -----------------------------------------------------------------------------------------------------
     # the batcher
