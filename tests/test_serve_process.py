@@ -300,6 +300,8 @@ def test_a_damaged_audit_trail_is_refused_before_anything_is_written_to_it(model
     assert "nothing was written to it: restore it from a backup or choose another --audit-db" in error
     assert db.read_bytes() == damaged
     assert "fails SQLite's integrity check" in cli_error(capsys, "audit", "verify", db)
+    assert f"audit database {tmp_path} is a folder" in cli_error(capsys, "audit", "verify", tmp_path)
+    assert f"audit database {db}x does not exist" in cli_error(capsys, "audit", "verify", f"{db}x")
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_s_not_before(model_dir, tmp_path):

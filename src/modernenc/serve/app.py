@@ -320,7 +320,7 @@ def _check_texts(texts: Sequence[str], settings: ServeSettings) -> None:
     if blank:
         others = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
         raise ApiError(
-            422, f"texts[{blank[0]}] is empty or only whitespace{others}: there is nothing to classify"
+            422, f"texts[{blank[0]}] is empty or only whitespace{others}: there is nothing to score"
         )
 
 

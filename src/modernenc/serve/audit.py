@@ -389,6 +389,8 @@ class ChainReport:
 def open_existing(path: str | Path) -> sqlite3.Connection:
     """An existing audit trail, opened for reading only."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"audit database {path} is a folder; give the .sqlite file")
     if not path.is_file():
         raise FileNotFoundError(f"audit database {path} does not exist")
     db = _connect(path)

@@ -1,8 +1,9 @@
 """API keys: read from a file, compared in constant time, known to the rest of the server by name only.
 
 The file holds one key per line, optionally ``name:key`` (the name goes into the audit trail; a bare key
-on line N is named ``key-N``). A line splits at its first colon: a key containing one must be named. Blank lines and lines starting with ``#`` are skipped. Keys themselves are
-never logged, echoed in an error, or stored.
+on line N is named ``key-N``). A line splits at its first colon: a key containing one must be named.
+Blank lines and lines starting with ``#`` are skipped. Keys themselves are never logged, echoed in an
+error, or stored.
 """
 
 from __future__ import annotations
