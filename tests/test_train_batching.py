@@ -15,7 +15,7 @@ from test_train_entrypoint import wiki_shards as wiki_shards  # noqa: F401 (modu
 from modernenc.cli import main as cli_main
 from modernenc.train.builders import build_trainer
 from modernenc.train.config import ConfigError, load_config
-from modernenc.train.schedule_plot import simulate_schedule
+from modernenc.train.schedule_plot import draw_schedule, simulate_schedule
 
 
 class GradProbe(Callback):
@@ -113,6 +113,25 @@ def test_plot_schedule_writes_the_png_with_hand_computed_values(tmp_path, capsys
     # 1 until the decay starts at 20 - 0.5 * 20 = 10, then linear 1 - (t - 10) / 10.
     for step, lr in {0: 0.0, 1: 0.0, 3: 5e-4, 5: 1e-3, 11: 1e-3, 12: 9e-4, 16: 5e-4, 19: 2e-4}.items():
         assert s.lr[step] == pytest.approx(lr), step
+
+
+def test_plot_schedule_step_axis_lines_up_with_the_token_axis(tmp_path):
+    import matplotlib.pyplot as plt
+
+    yaml = tmp_path / "wsd.yaml"
+    yaml.write_text(WSD_YAML)
+    fig = draw_schedule(simulate_schedule(load_config(yaml)))
+    ax_lr = fig.axes[0]
+    (step_axis,) = ax_lr.child_axes  # the "optimizer step" axis on top
+    fig.canvas.draw()
+    # Hand-computed step starts in tokens (16 per sequence, packing efficiency 1): 5 steps of 2 sequences,
+    # 3 of 4, then 6; step 20 is the end of training. The margins left of 0 and right of 1504 are outside
+    # the run, where the step axis used to be clamped, which moved every one of its ticks.
+    for step, tokens in {0: 0, 5: 160, 8: 352, 10: 544, 15: 1024, 20: 1504}.items():
+        at_step = step_axis.transData.transform((step, 0))[0]
+        at_tokens = ax_lr.transData.transform((tokens, 0))[0]
+        assert at_step == pytest.approx(at_tokens, abs=0.5), step
+    plt.close(fig)
 
 
 def test_plot_schedule_refuses_to_overwrite_without_force_and_a_world_below_one(tmp_path, capsys):

@@ -20,9 +20,11 @@ depends on packing).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from composer.core import Time, Timestamp, TimeUnit
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from modernenc.train.batching import warmup_from_config
 from modernenc.train.schedulers import build_scheduler
 from modernenc.utils.outputs import check_output_file, writing_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SUPPORTED_UNITS = (TimeUnit.BATCH, TimeUnit.TOKEN, TimeUnit.DURATION)
 
@@ -139,30 +144,59 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     return check_output_file(path, kind="plot", force=overwrite, what="--out")
 
 
-def plot_schedule(schedule: Schedule, path: str | Path, title: str = "", overwrite: bool = False) -> Path:
-    """Two panels over training tokens: learning rate, and global batch size (sequences)."""
-    path = check_output(path, overwrite)
-    import matplotlib
+def step_axis_functions(schedule: Schedule) -> tuple[Callable, Callable]:
+    """(tokens -> step, step -> tokens) for the plot's step axis: piecewise linear through every recorded
+    step start and the end of training, continued beyond both ends at the run's mean tokens per step. The
+    axes' margins lie outside the run; clamping there (plain `np.interp`) skews every tick of the step axis,
+    and the first step's slope would stretch a batch-size warmup's margin into negative step ticks."""
     import numpy as np
+
+    tokens = np.asarray([*schedule.tokens_before, schedule.tokens_at_end], dtype=float)
+    steps = np.asarray([*schedule.steps, schedule.num_steps], dtype=float)
+
+    def mapping(xp, fp):
+        slope = (fp[-1] - fp[0]) / (xp[-1] - xp[0])
+
+        def apply(values):
+            values = np.asarray(values, dtype=float)
+            inside = np.interp(values, xp, fp)
+            below = fp[0] + (values - xp[0]) * slope
+            above = fp[-1] + (values - xp[-1]) * slope
+            return np.where(values < xp[0], below, np.where(values > xp[-1], above, inside))
+
+        return apply
+
+    return mapping(tokens, steps), mapping(steps, tokens)
+
+
+def draw_schedule(schedule: Schedule, title: str = "") -> Figure:
+    """The figure: two panels over training tokens (learning rate; global batch size in sequences), with
+    the optimizer step on the top axis."""
+    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_lr, ax_bs) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    x = schedule.tokens_before
     # steps-post draws each step up to the next one's start; repeat the last value to the end of training
-    x_end = [*x, schedule.tokens_at_end]
+    x_end = [*schedule.tokens_before, schedule.tokens_at_end]
     ax_lr.plot(x_end, [*schedule.lr, schedule.lr[-1]], drawstyle="steps-post")
     ax_lr.set(ylabel="learning rate", title=title or "schedule")
     bs = schedule.global_batch_size
     ax_bs.plot(x_end, [*bs, bs[-1]], drawstyle="steps-post", color="tab:orange")
     ax_bs.set(ylabel="global batch (sequences)", xlabel="training tokens (composer clock) at step start")
-    steps = np.asarray(schedule.steps, dtype=float)
-    secondary = ax_lr.secondary_xaxis(
-        "top", functions=(lambda t: np.interp(t, x, steps), lambda s: np.interp(s, steps, x))
-    )
+    secondary = ax_lr.secondary_xaxis("top", functions=step_axis_functions(schedule))
     secondary.set_xlabel("optimizer step")
     fig.tight_layout()
+    return fig
+
+
+def plot_schedule(schedule: Schedule, path: str | Path, title: str = "", overwrite: bool = False) -> Path:
+    """Draw the schedule (`draw_schedule`) into the image file `path`."""
+    path = check_output(path, overwrite)
+    import matplotlib.pyplot as plt
+
+    fig = draw_schedule(schedule, title)
     with writing_file(path, kind="plot", tool="plot-schedule") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
