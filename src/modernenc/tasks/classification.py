@@ -216,15 +216,20 @@ def evaluate_classifier(
             labels, probs, thresholds, out_dir / f"pr_curve_{split}.png", title=f"{split}: precision-recall"
         )
         lines += ["", f"## {split} ({len(labels)} examples)", "", format_table(results), ""]
+        in_band, beyond = review["missed_in_band"], review["missed"] - review["missed_in_band"]
         lines.append(
             f"review band [{band[0]:.4g}, {band[1]:.4g}] around the target_recall threshold: "
             f"{review['needs_review']} of {len(labels)} need review; of the {review['missed']} events below "
-            f"the threshold, {review['missed_in_band']} are in the band and "
-            f"{review['missed'] - review['missed_in_band']} are missed even with review"
+            f"the threshold, {in_band} {_are(in_band)} in the band and {beyond} {_are(beyond)} missed even "
+            "with review"
         )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return report
+
+
+def _are(count: int) -> str:
+    return "is" if count == 1 else "are"
 
 
 def review_workload(
