@@ -76,3 +76,26 @@ def test_non_utf8_input_names_the_file_the_line_and_the_fix(tmp_path, name, data
         read_rows(tmp_path / name, ["text"])
     with pytest.raises(ValueError, match=expected):  # and the plain line reader (predict's .txt, corpora)
         read_lines(tmp_path / name)
+
+
+def test_a_csv_quote_never_closed_fails_rather_than_swallowing_the_rows_after_it(tmp_path):
+    """Python's csv reader, unless strict, reads an unclosed quote to the end of the file: four rows in, one
+    text out, and the three rows inside it never classified on their own."""
+    body = 'id,text\n1,fine\n\n2,"Rash after amoxicillin\n3,Nausea from codeine\n4,Headache\n'
+    (tmp_path / "open.csv").write_text(body)
+    with pytest.raises(
+        ValueError, match=r"open\.csv:4 is not valid CSV \(a quoted field in it is never closed\)"
+    ):
+        read_rows(tmp_path / "open.csv", ["text"])  # line 4: where that row starts (line 3 is blank)
+    (tmp_path / "after.csv").write_text('id,text\n1,"Rash" after amoxicillin\n')
+    with pytest.raises(ValueError, match=r"after\.csv:2 is not valid CSV: ',' expected after '\"'"):
+        read_rows(tmp_path / "after.csv", ["text"])  # not silently read as 'Rash after amoxicillin'
+    # Quotes that are well-formed still span lines, and line numbers count the lines of the file.
+    (tmp_path / "multi.csv").write_text('id,text\n1,"two\nlines"\n\n2,a,b\n')
+    with pytest.raises(ValueError, match=r"multi\.csv:5 has more fields than the header's 2"):
+        read_rows(tmp_path / "multi.csv", ["text"])
+    (tmp_path / "quoted.csv").write_text('id,text\n1,"two\nlines, ""quoted"""\n2,said "ouch" today\n')
+    assert [r["text"] for r in read_rows(tmp_path / "quoted.csv", ["text"])] == [
+        'two\nlines, "quoted"',
+        'said "ouch" today',
+    ]

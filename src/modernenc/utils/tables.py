@@ -87,19 +87,32 @@ def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str,
 
 def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB cap breaks on long documents
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    # strict: without it a quote that is never closed swallows every later line into one field, so the
+    # rows after it vanish into one text without a word.
+    text = read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     if not reader.fieldnames:  # no header: the file is empty
         return []
     for column in columns:
         if column not in reader.fieldnames:
             raise missing_column(str(path), column, reader.fieldnames, hint)
+    lines = text.split("\n")
+    rows, line = [], reader.line_num + 1
+
+    def first_line_of_row() -> int:  # the reader skips blank lines, and a quoted field may span several
+        return next((n for n in range(line, len(lines)) if lines[n - 1] not in ("", "\r")), line)
+
     try:
-        rows = list(reader)
-    except csv.Error as err:  # e.g. a NUL byte, or a quote never closed
-        raise ValueError(f"{path}:{reader.line_num} is not valid CSV: {err}") from None
-    for i, row in enumerate(rows, 2):  # line 1 is the header
-        if None in row:
-            raise ValueError(f"{path}:{i} has more fields than the header's {len(reader.fieldnames)}")
+        for row in reader:
+            if None in row:
+                raise ValueError(
+                    f"{path}:{first_line_of_row()} has more fields than the header's {len(reader.fieldnames)}"
+                )
+            rows.append(row)
+            line = reader.line_num + 1
+    except csv.Error as err:  # e.g. a quote never closed, or text after a closing quote
+        unclosed = " (a quoted field in it is never closed)" if "end of data" in str(err) else ""
+        raise ValueError(f"{path}:{first_line_of_row()} is not valid CSV{unclosed}: {err}") from None
     return rows
 
 
