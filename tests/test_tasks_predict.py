@@ -377,3 +377,67 @@ def test_a_training_checkpoint_given_as_the_model_folder_says_what_to_pass(tmp_p
         f"modernenc predict: error: {checkpoint} is a training checkpoint, not a model folder; export it "
         f"first (modernenc export-hf {checkpoint} OUT_FOLDER --tokenizer TOKENIZER) and pass OUT_FOLDER"
     )
+
+
+def poison_token(folder, model_class, word):
+    """Make the embedding of `word`'s token NaN, as a broken conversion or an overflow would: every text
+    holding it then gets NaN probabilities, and no other text does (each is scored in its own batch)."""
+    from tokenizers import Tokenizer
+
+    (token,) = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(word, add_special_tokens=False).ids
+    model = model_class.from_pretrained(folder)
+    with torch.no_grad():
+        model.model.embeddings.tok_embeddings.weight[token] = float("nan")
+    model.save_pretrained(folder, overwrite=True)
+    return folder
+
+
+def test_nan_probabilities_are_refused_naming_the_rows_not_read_as_no_event(tmp_path, capsys):
+    """NaN >= threshold is False and the argmax of NaN tags is "O": without the check, predict wrote
+    probability NaN (not even valid JSON) with the negative label and no review flag, and no spans."""
+    from modernenc.model import ModernEncoderForTokenClassification
+
+    def error(*argv):  # the last line of stderr: the progress bar comes before it
+        capsys.readouterr()
+        assert run_cli(*argv) == 1
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    healthy = build_classifier(tmp_path / "healthy", "mean")
+    poisoned = poison_token(
+        build_classifier(tmp_path / "clf", "mean", threshold_file=False),
+        ModernEncoderForSequenceClassification,
+        " hepatitis",
+    )
+    config = ModernEncoderConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, local_attention=8,
+        max_position_embeddings=MAX_LENGTH, num_labels=3, id2label={0: "O", 1: "B-AE", 2: "I-AE"},
+    )  # fmt: skip
+    ModernEncoderForTokenClassification(config).save_pretrained(
+        tmp_path / "tagger", tokenizer_path=TOKENIZER_DIR
+    )
+    tagger = poison_token(tmp_path / "tagger", ModernEncoderForTokenClassification, " hepatitis")
+    lines = ["Aspirin caused severe nausea.", "", "Acute hepatitis after isoniazid.", "Rash."]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in lines if t])
+    out = tmp_path / "out.jsonl"
+    tail = "which would read as 'no event' (or 'no span'); nothing was written"
+    for model, extra in (
+        (poisoned, ()),
+        (tagger, ()),
+        (healthy, ("--threshold", "0", "--with-spans", tagger)),
+    ):
+        message = error("predict", model, tmp_path / "in.txt", "--out", out, "--batch-size", 1, *extra)
+        where = "rows in input order: 2" if extra else f"lines of {tmp_path / 'in.txt'}: 3"
+        assert message.startswith(f"modernenc predict: error: {extra[-1] if extra else model} returned")
+        assert f"returned NaN or infinite probabilities for 1 of 3 texts ({where}), {tail}" in message
+        assert not out.exists()
+    message = error("predict", poisoned, tmp_path / "in.jsonl", "--out", out, "--batch-size", 1)
+    assert f"for 1 of 3 texts (rows of {tmp_path / 'in.jsonl'}: 2)" in message and not out.exists()
+    write_jsonl(
+        tmp_path / "val.jsonl",
+        [{"text": t, "label": ("no_ade", "ade")[i % 2]} for i, t in enumerate(lines * 2) if t],
+    )
+    validation = ("--validation", tmp_path / "val.jsonl", "--batch-size", 1, "--positive-label", "ade")
+    message = error("calibrate", poisoned, "--dtype", "fp32", *validation)
+    assert f"for 2 of 6 texts (rows of {tmp_path / 'val.jsonl'}: 2, 5), {tail}" in message
+    assert not (poisoned / "thresholds.json").exists()

@@ -157,7 +157,12 @@ def calibrate(
 
     from modernenc.model.precision import check_precision, int8_setup
     from modernenc.tasks.classification_data import tokenize_texts
-    from modernenc.tasks.predict import load_classifier, predict_probabilities, resolve_device
+    from modernenc.tasks.predict import (
+        load_classifier,
+        predict_probabilities,
+        refuse_non_finite,
+        resolve_device,
+    )
 
     model_dir, validation = Path(model_dir), Path(validation)
     check_precision(precision)
@@ -208,6 +213,7 @@ def calibrate(
         tokenizer, texts, max_length, model.config.cls_token_id, model.config.sep_token_id
     )
     probs = predict_probabilities(model, ids, batch_size, positive, progress)
+    refuse_non_finite(probs, model_dir, f"rows of {validation}")  # select_thresholds would say only "NaN"
     thresholds = select_thresholds(y, probs, target_recall)
     chosen = existing.chosen if existing is not None and existing.chosen in thresholds else "target_recall"
     calibration = {

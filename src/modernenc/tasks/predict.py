@@ -237,6 +237,31 @@ def predict_probabilities(
     return probs
 
 
+class NonFiniteScoresError(ValueError):
+    """A model returned NaN or infinite probabilities. They are never turned into decisions: NaN is below
+    every threshold and the argmax of NaN tag scores is the first tag, so either would read as "no event"."""
+
+
+def refuse_non_finite(
+    scores: np.ndarray | Sequence[np.ndarray],
+    model: object,
+    where: str = "texts",
+    numbers: Sequence[int] | None = None,
+) -> None:
+    """Raise ``NonFiniteScoresError`` when any text's probabilities (one per text, or one array of tag
+    probabilities per text) are not all finite, naming ``model`` and the texts: ``numbers`` (1-based,
+    e.g. the input's line numbers; default their positions) in ``where``."""
+    bad = [i for i, s in enumerate(scores) if not np.isfinite(s).all()]
+    if bad:
+        named = [numbers[i] if numbers is not None else i + 1 for i in bad]
+        shown = ", ".join(map(str, named[:5])) + (", ..." if len(bad) > 5 else "")
+        raise NonFiniteScoresError(
+            f"{model} returned NaN or infinite probabilities for {len(bad)} of {len(scores)} texts ({where}: "
+            f"{shown}), which would read as 'no event' (or 'no span'); nothing was written. Check its "
+            "weights for NaN, or try another --dtype"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the whole command
 
@@ -378,6 +403,9 @@ def predict_file(
         )
     probs = predict_probabilities(model, ids, batch_size, positive, progress)
     seconds = time.perf_counter() - start
+    txt = Path(input_path).suffix.lower() == ".txt"  # its rows are the non-blank lines: name them by line
+    numbers = [r["line"] for r in rows] if txt else None
+    refuse_non_finite(probs, model_dir, f"{'lines' if txt else 'rows'} of {input_path}", numbers)
 
     negative = 1 - positive
     results = []
