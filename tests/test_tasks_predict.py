@@ -441,3 +441,47 @@ def test_nan_probabilities_are_refused_naming_the_rows_not_read_as_no_event(tmp_
     message = error("calibrate", poisoned, "--dtype", "fp32", *validation)
     assert f"for 2 of 6 texts (rows of {tmp_path / 'val.jsonl'}: 2, 5), {tail}" in message
     assert not (poisoned / "thresholds.json").exists()
+
+
+def test_parquet_columns_json_lacks_are_written_not_a_crash_after_the_work(model_dir, tmp_path):
+    """A case export's parquet has timestamps, dates, decimals and missing numbers (NaN). Predict keeps
+    every input column; json.dumps raised TypeError on the first datetime after the whole run (nothing
+    written) and wrote NaN, which is not JSON, for the missing ones."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    received = datetime.datetime(2024, 3, 1, 9, 30, tzinfo=datetime.timezone.utc)
+    onset = datetime.date(2024, 2, 27)
+    table = pa.table(
+        {
+            "text": TEXTS[:3],
+            "received": [received, received, None],
+            "report": [{"onset": onset, "dose_mg": 5.0}, {"onset": None, "dose_mg": float("nan")}, None],
+            "weight_kg": [decimal.Decimal("71.25"), None, decimal.Decimal("80.00")],
+            "label": [1.0, float("nan"), 0.0],
+        }
+    )
+    pq.write_table(table, tmp_path / "cases.parquet")
+
+    def strict(text):  # what jq, Spark or a browser accept: no NaN or Infinity
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+    predict_file(model_dir, tmp_path / "cases.parquet", tmp_path / "out.jsonl", progress=False)
+    rows = [strict(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and [r["text"] for r in rows] == TEXTS[:3]
+    assert [r["received"] for r in rows] == ["2024-03-01T09:30:00+00:00", "2024-03-01T09:30:00+00:00", None]
+    assert [r["report"] for r in rows] == [
+        {"onset": "2024-02-27", "dose_mg": 5.0},
+        {"onset": None, "dose_mg": None},
+        None,
+    ]
+    assert [r["weight_kg"] for r in rows] == ["71.25", None, "80.00"]  # str keeps a decimal exact
+    assert [r["input_label"] for r in rows] == [1.0, None, 0.0]
+    predict_file(model_dir, tmp_path / "cases.parquet", tmp_path / "out.csv", progress=False)
+    with (tmp_path / "out.csv").open(newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) == 3 and strict(cells[1]["report"]) == {"onset": None, "dose_mg": None}
+    assert strict(cells[0]["report"]) == {"onset": "2024-02-27", "dose_mg": 5.0}

@@ -19,6 +19,7 @@ From Python, in three steps (what ``predict_file`` does for a file)::
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import math
@@ -113,6 +114,23 @@ def write_outputs(rows: Sequence[dict], out: str | Path) -> Path:
     return out
 
 
+def json_value(value: object) -> object:
+    """An input value as JSON holds it, so the columns a table brings along never stop the output: NaN
+    and infinities (pandas' and parquet's missing numbers) as null, as pandas' to_json writes them; dates and
+    times (a parquet timestamp column) in ISO 8601; other types JSON lacks (Decimal, bytes) as their str."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
+        return value.isoformat()
+    return str(value)
+
+
 def _write_rows(rows: Sequence[dict], suffix: str, tmp: Path) -> None:
     if suffix == ".csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -121,12 +139,15 @@ def _write_rows(rows: Sequence[dict], suffix: str, tmp: Path) -> None:
             writer.writeheader()
             for row in rows:  # nested JSON values stay JSON in a CSV cell
                 writer.writerow(
-                    {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+                    {
+                        k: json.dumps(json_value(v), allow_nan=False) if isinstance(v, (dict, list)) else v
+                        for k, v in row.items()
+                    }
                 )
     else:
         with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            for row in rows:  # allow_nan=False: strict JSON, which every reader (jq, Spark, JS) parses
+                f.write(json.dumps(json_value(row), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------------
