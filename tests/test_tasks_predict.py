@@ -485,3 +485,26 @@ def test_parquet_columns_json_lacks_are_written_not_a_crash_after_the_work(model
         cells = list(csv.DictReader(f))
     assert len(cells) == 3 and strict(cells[1]["report"]) == {"onset": None, "dose_mg": None}
     assert strict(cells[0]["report"]) == {"onset": "2024-02-27", "dose_mg": 5.0}
+
+
+def test_rescoring_a_predictions_file_keeps_every_input_value(model_dir, tmp_path):
+    """An output read back in (to rescore it with int8, say) holds the gold input_label and the earlier
+    label; renaming that label to input_label overwrote the gold one without a word."""
+    gold = ["no_ade", "ade", "no_ade"]
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"text": t, "label": g} for t, g in zip(TEXTS[:3], gold, strict=True)]
+    )
+    predict_file(model_dir, src, tmp_path / "first.jsonl", threshold=0.0, progress=False)  # all "ade"
+    first = read_jsonl(tmp_path / "first.jsonl")
+    predict_file(model_dir, tmp_path / "first.jsonl", tmp_path / "again.jsonl", progress=False)
+    again = read_jsonl(tmp_path / "again.jsonl")
+    assert [r["input_label"] for r in again] == gold  # before the fix: ["ade", "ade", "ade"]
+    assert [r["input_input_label"] for r in again] == ["ade"] * 3
+    assert [r["input_probability"] for r in again] == [r["probability"] for r in first]
+    from modernenc.tasks.predict import keep_input_columns  # the rule --with-spans uses for "spans"
+
+    assert keep_input_columns({"spans": [1], "input_spans": [2], "id": 7}, ("spans",)) == {
+        "input_input_spans": [1],
+        "input_spans": [2],
+        "id": 7,
+    }

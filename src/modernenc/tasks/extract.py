@@ -215,7 +215,9 @@ class SpanSummary:
 
 def _keep_input(row: dict) -> dict:
     # An input column named "spans" (gold spans, say) is kept beside ours, renamed input_spans.
-    return {("input_spans" if k == "spans" else k): v for k, v in row.items()}
+    from modernenc.tasks.predict import keep_input_columns
+
+    return keep_input_columns(row, ("spans",))
 
 
 def predict_spans_file(

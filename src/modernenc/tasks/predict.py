@@ -92,6 +92,22 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
     return rows
 
 
+def keep_input_columns(row: Mapping[str, object], ours: Sequence[str]) -> dict:
+    """``row``'s columns, in order, with those named like one of ``ours`` renamed ``input_<name>`` (or
+    ``input_input_<name>``, and so on, when the row has that too: a predictions file read back in holds
+    both the gold ``input_label`` and the earlier ``label``), so no input value is overwritten."""
+    taken = {*row, *ours}
+    kept = {}
+    for name, value in row.items():
+        if name in ours:
+            name = f"input_{name}"
+            while name in taken:
+                name = f"input_{name}"
+            taken.add(name)
+        kept[name] = value
+    return kept
+
+
 def check_output_path(
     out: str | Path,
     force: bool = False,
@@ -431,8 +447,7 @@ def predict_file(
     negative = 1 - positive
     results = []
     for row, p, cut in zip(rows, probs.tolist(), was_cut, strict=True):
-        # Input columns that clash with ours (e.g. a gold "label") are kept, renamed input_<name>.
-        kept = {(f"input_{k}" if k in OUTPUT_COLUMNS else k): v for k, v in row.items()}
+        kept = keep_input_columns(row, OUTPUT_COLUMNS)  # e.g. a gold "label" becomes input_label
         cls = positive if p >= t else negative
         results.append(
             {
