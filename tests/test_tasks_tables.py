@@ -99,3 +99,10 @@ def test_a_csv_quote_never_closed_fails_rather_than_swallowing_the_rows_after_it
         'two\nlines, "quoted"',
         'said "ouch" today',
     ]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    """A row is a dict: the second 'text' column replaced the first, whose texts were never read."""
+    (tmp_path / "twice.csv").write_text("id,text,text\n1,Rash after amoxicillin.,see notes\n")
+    with pytest.raises(ValueError, match=r"twice\.csv:1 names more than one column 'text'; rename them"):
+        read_rows(tmp_path / "twice.csv", ["text"])

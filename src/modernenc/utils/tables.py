@@ -93,6 +93,9 @@ def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, A
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     if not reader.fieldnames:  # no header: the file is empty
         return []
+    twice = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if twice:  # a row keeps only the last column of a name: the others' values would vanish
+        raise ValueError(f"{path}:1 names more than one column {', '.join(map(repr, twice))}; rename them")
     for column in columns:
         if column not in reader.fieldnames:
             raise missing_column(str(path), column, reader.fieldnames, hint)
