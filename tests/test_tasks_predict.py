@@ -508,3 +508,28 @@ def test_rescoring_a_predictions_file_keeps_every_input_value(model_dir, tmp_pat
         "input_spans": [2],
         "id": 7,
     }
+
+
+def test_a_bert_classifier_is_named_as_not_modernbert_not_sent_off_to_be_fine_tuned(tmp_path, capsys):
+    """A transformers BERT classifier is fine-tuned, just not ModernBERT: predict said its classifier would
+    be random and to fine-tune it first, calibrate that it was no fine-tuned classifier."""
+    import shutil
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path / "bert"
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    shutil.copy(TOKENIZER_DIR / "tokenizer.json", folder / "tokenizer.json")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "Rash.", "label": 1}, {"text": "Fine.", "label": 0}])
+    expected = (
+        f"error: {folder} holds a BertForSequenceClassification model, not ModernBERT; modernenc runs "
+        "ModernBERT checkpoints (model_type 'modernbert') only"
+    )
+    for command in (
+        ("predict", folder, src, "--out", tmp_path / "out.jsonl"),
+        ("calibrate", folder, "--dtype", "fp32", "--validation", src),
+        ("export-onnx", folder, tmp_path / "onnx"),
+    ):
+        assert cli_error(capsys, *command) == f"modernenc {command[0]}: {expected}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert", "in.jsonl"]

@@ -55,7 +55,7 @@ def _classifier_config(model_dir: Path) -> dict:
     from modernenc.model import ModernEncoderForSequenceClassification
 
     wanted = ModernEncoderForSequenceClassification.hf_architecture
-    from modernenc.tasks.predict import check_model_folder
+    from modernenc.tasks.predict import check_is_modernbert, check_model_folder
 
     config_file = check_model_folder(model_dir) / "config.json"  # a .pt file: says to export-hf it first
     if not config_file.is_file():
@@ -66,6 +66,7 @@ def _classifier_config(model_dir: Path) -> dict:
         raise ValueError(f"{config_file} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_file} must hold a JSON object (a ModernBERT config)")
+    check_is_modernbert(model_dir, config)
     architectures = config.get("architectures") or []
     if wanted not in architectures:
         found = "/".join(architectures) or "no architecture"

@@ -108,7 +108,7 @@ def _require_onnx() -> None:
 
 def _architecture(model_dir: Path) -> str:
     """The folder's exportable architecture; one sentence when the folder is not a fine-tuned classifier."""
-    from modernenc.tasks.predict import check_model_folder
+    from modernenc.tasks.predict import check_is_modernbert, check_model_folder
 
     config_file = check_model_folder(model_dir) / CONFIG_NAME  # a .pt file: says to export-hf it first
     if not config_file.is_file() or not (model_dir / WEIGHTS_NAME).is_file():
@@ -121,9 +121,11 @@ def _architecture(model_dir: Path) -> str:
             "(save_pretrained(..., tokenizer_path=...) or export-hf --tokenizer)"
         )
     try:
-        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        architectures = config.get("architectures") or []
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise ValueError(f"{config_file} is not a JSON object (a ModernBERT config)") from None
+    check_is_modernbert(model_dir, config)
     found = [a for a in architectures if a in EXPORTABLE]
     if not found:
         raise ValueError(

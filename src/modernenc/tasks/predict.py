@@ -225,15 +225,29 @@ def check_model_folder(model_dir: str | Path) -> Path:
     return model_dir
 
 
+def check_is_modernbert(model_dir: Path, config: Mapping[str, object]) -> None:
+    """Refuse another architecture's folder (a BERT classifier, say) for what it is, before a message about
+    task heads would send its user off to fine-tune it."""
+    model_type = config.get("model_type")
+    if model_type is not None and model_type != "modernbert":
+        kind = "/".join(config.get("architectures") or []) or f"model_type {model_type!r}"
+        raise ValueError(
+            f"{model_dir} holds a {kind} model, not ModernBERT; modernenc runs ModernBERT checkpoints "
+            "(model_type 'modernbert') only"
+        )
+
+
 def _check_is_fine_tuned_classifier(model_dir: Path) -> None:
     """Refuse other task heads: loading them would start a random classifier and predict noise."""
     from modernenc.model import ModernEncoderForSequenceClassification
 
     config_file = model_dir / "config.json"
     try:
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        config = json.loads(config_file.read_text())
+        architectures = config.get("architectures") or []
     except (OSError, ValueError, AttributeError):  # not JSON, not UTF-8, not an object
         return  # from_pretrained names the problem with the file
+    check_is_modernbert(model_dir, config)
     wanted = ModernEncoderForSequenceClassification.hf_architecture
     if architectures and wanted not in architectures:  # none listed: strict loading decides
         found = "/".join(architectures)
