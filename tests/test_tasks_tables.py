@@ -106,3 +106,13 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     (tmp_path / "twice.csv").write_text("id,text,text\n1,Rash after amoxicillin.,see notes\n")
     with pytest.raises(ValueError, match=r"twice\.csv:1 names more than one column 'text'; rename them"):
         read_rows(tmp_path / "twice.csv", ["text"])
+
+
+@pytest.mark.parametrize(
+    "body", ['[\n  {"text": "a"},\n  {"text": "b"}\n]\n', '[{"text": "a"}, {"text": "b"}]\n']
+)
+def test_a_json_array_is_named_as_one_with_the_conversion(tmp_path, body):
+    """`.json` is read as JSON Lines; an array said 'line 1 is not valid JSON' or 'must be a JSON object'."""
+    (tmp_path / "rows.json").write_text(body)
+    with pytest.raises(ValueError, match=r"rows\.json holds a JSON array; rows are read as JSON Lines, one"):
+        read_rows(tmp_path / "rows.json", ["text"])

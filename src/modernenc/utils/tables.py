@@ -72,6 +72,11 @@ def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str,
     for i, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
+        if not rows and _opens_array_of_objects(line):  # the usual mistake: a whole-file JSON array
+            raise ValueError(
+                f"{path} holds a JSON array; rows are read as JSON Lines, one object per line: convert it, "
+                f"e.g. jq -c '.[]' {path.name} > {path.stem}-lines.jsonl"
+            )
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -83,6 +88,17 @@ def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str,
                 raise missing_column(f"{path}:{i}", column, list(row), hint)
         rows.append(row)
     return rows
+
+
+def _opens_array_of_objects(line: str) -> bool:
+    """Whether a first line starts a JSON array of objects: ``[`` of a pretty-printed one, or all of one."""
+    if not line.lstrip().startswith("["):
+        return False
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return True  # "[" or "[{...}," : an array continued on the next lines
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
