@@ -291,6 +291,12 @@ def test_thresholds_of_replaced_weights_are_refused_not_applied(tmp_path):
         ValueError, match=r"thresholds.json was chosen for other weights than .*model.safetensors"
     ):
         read_thresholds(folder)
+    # The remedies it names work; it named --threshold too, which fails on this same check.
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS[:2]])
+    with pytest.raises(ValueError, match=r"\(fine-tune, or `modernenc calibrate`\) or remove the file$"):
+        predict_file(folder, src, tmp_path / "out.jsonl", threshold=0.3, progress=False)
+    (folder / "thresholds.json").unlink()
+    assert predict_file(folder, src, tmp_path / "out.jsonl", threshold=0.3, progress=False).examples == 2
 
 
 def test_txt_keeps_odd_line_breaks_in_a_text_and_predict_reads_its_own_output(model_dir, tmp_path):

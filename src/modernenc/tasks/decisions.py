@@ -265,7 +265,7 @@ def _read_file(model_dir: Path, check_weights: bool = True) -> dict[str, Any] | 
         raise ValueError(
             f"{path} was chosen for other weights than {model_dir / WEIGHTS_FILE} (the model was replaced "
             "since): its thresholds do not apply. Choose them again on validation (fine-tune, or `modernenc "
-            "calibrate`), remove the file, or pass --threshold"
+            "calibrate`) or remove the file"  # not --threshold: the file's labels and truncation are its too
         )
     return data
 
