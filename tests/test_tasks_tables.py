@@ -2,6 +2,7 @@
 kind of bad file gets an error naming the file, the line and what it holds."""
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -116,3 +117,26 @@ def test_a_json_array_is_named_as_one_with_the_conversion(tmp_path, body):
     (tmp_path / "rows.json").write_text(body)
     with pytest.raises(ValueError, match=r"rows\.json holds a JSON array; rows are read as JSON Lines, one"):
         read_rows(tmp_path / "rows.json", ["text"])
+
+
+@pytest.mark.parametrize(
+    "encoding, name, expected",
+    [
+        ("utf-16", "rows.csv", r"rows\.csv is UTF-16 \(it starts with a UTF-16 byte-order mark\), not UTF-8"),
+        ("utf-32", "rows.csv", r"rows\.csv is UTF-32 \(it starts with a UTF-32 byte-order mark\), not UTF-8"),
+        ("utf-16-le", "rows.csv", r"rows\.csv:1 holds a NUL byte \(column 2\), which no text does: UTF-16"),
+    ],
+)
+def test_utf16_is_named_not_sent_through_latin1(tmp_path, encoding, name, expected):
+    """Excel's "Unicode text" is UTF-16: the advice for other bytes (iconv -f latin1) turned it into texts
+    with a NUL between letters, and without a byte-order mark the NULs passed as UTF-8 themselves."""
+    from modernenc.utils.tables import read_lines
+
+    (tmp_path / name).write_bytes("text\r\nRash after amoxicillin.\r\n".encode(encoding))
+    fix = rf"iconv -f {'utf-16le' if encoding == 'utf-16-le' else encoding} -t utf-8 {name} > rows-utf8.csv$"
+    for read in (lambda path: read_rows(path, ["text"]), read_lines):
+        with pytest.raises(ValueError, match=expected) as err:
+            read(tmp_path / name)
+        assert re.search(fix, str(err.value)), str(err.value)
+    (tmp_path / name).write_bytes("text\r\nRash after amoxicillin.\r\n".encode("utf-8-sig"))  # converted
+    assert read_rows(tmp_path / name, ["text"]) == [{"text": "Rash after amoxicillin."}]

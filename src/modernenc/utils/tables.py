@@ -5,6 +5,7 @@ Training data (`read_labelled_texts`) and `modernenc predict` inputs both come t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -43,10 +44,37 @@ class NotUtf8Error(ValueError):
     """A text file that is not UTF-8; the message names the file, the line and the fix."""
 
 
+# Byte-order marks of what spreadsheets save as "Unicode text"; UTF-32's first, as it starts like UTF-16's
+WIDE_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+
+
 def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents without a BOM; other bytes fail naming the file, the line and the fix."""
+    """A UTF-8 text file's contents without a BOM; other bytes fail naming the file, the line and the fix.
+
+    UTF-16 and UTF-32 (Excel's "Unicode text") are named as such: read as latin1 they become text with a
+    NUL between letters, which classifies as noise without an error."""
     path = Path(path)
     data = path.read_bytes()
+    convert = f"{path.name} > {path.stem}-utf8{path.suffix}"
+    for bom, encoding in WIDE_BOMS.items():
+        if data.startswith(bom):
+            raise NotUtf8Error(
+                f"{path} is {encoding} (it starts with a {encoding} byte-order mark), not UTF-8; save the "
+                f"file as UTF-8, e.g. iconv -f {encoding.lower()} -t utf-8 {convert}"
+            )
+    nul = data.find(b"\x00")
+    if nul >= 0:  # valid UTF-8, but no text holds NUL: UTF-16 without a byte-order mark, or not text
+        line, column = data.count(b"\n", 0, nul) + 1, nul - (data.rfind(b"\n", 0, nul) + 1) + 1
+        raise NotUtf8Error(
+            f"{path}:{line} holds a NUL byte (column {column}), which no text does: UTF-16 without a "
+            f"byte-order mark looks like this. Save the file as UTF-8, e.g. iconv -f utf-16le -t utf-8 "
+            f"{convert}"
+        )
     try:
         return data.decode("utf-8-sig")  # -sig: drop the BOM editors and spreadsheets write
     except UnicodeDecodeError as err:
@@ -54,7 +82,7 @@ def read_text(path: str | Path) -> str:
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         raise NotUtf8Error(
             f"{path}:{line} is not UTF-8 (byte 0x{data[err.start]:02x} at column {column}); save the file as "
-            f"UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8{path.suffix}"
+            f"UTF-8, e.g. iconv -f latin1 -t utf-8 {convert}"
         ) from None
 
 
