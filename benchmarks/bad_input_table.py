@@ -60,6 +60,19 @@ MORE_CASES = [
         r"{d}/ragged.csv:3 has more fields than the header's 1",
     ),
     Case(
+        "a CSV quote that is never closed (it would swallow the rows after it)",
+        "modernenc",
+        "predict {d}/clf {d}/open-quote.csv --out {d}/p.jsonl",
+        r"{d}/open-quote.csv:3 is not valid CSV \(a quoted field in it is never closed\)",
+    ),
+    Case(
+        "a UTF-16 CSV (Excel's Unicode text)",
+        "modernenc",
+        "predict {d}/clf {d}/utf16.csv --out {d}/p.jsonl",
+        r"{d}/utf16.csv is UTF-16 \(it starts with a UTF-16 byte-order mark\), not UTF-8; save the file as "
+        r"UTF-8, e.g. iconv -f utf-16 -t utf-8 utf16.csv > utf16-utf8.csv",
+    ),
+    Case(
         "a parquet file that is not parquet",
         "modernenc",
         "predict {d}/clf {d}/fake.parquet --out {d}/p.jsonl",
@@ -371,6 +384,8 @@ def make_more_fixtures(d: Path) -> None:
 
     (d / "broken.jsonl").write_text('{"text": "fine"}\n{not json}\n')
     (d / "ragged.csv").write_text("text\nfine\nfine,extra\n")
+    (d / "open-quote.csv").write_text('text\nfine\n"Rash after amoxicillin\nNausea\nHeadache\n')
+    (d / "utf16.csv").write_text("text\nRash after amoxicillin.\n", encoding="utf-16")
     (d / "fake.parquet").write_text("not parquet")
     (d / "docs.txt.gz").write_bytes(gzip.compress((d / "docs.txt").read_bytes()))
     (d / "tab.yaml").write_text("run_name: x\n\tdata: 1\n")

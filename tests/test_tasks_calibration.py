@@ -82,6 +82,29 @@ def test_precision_rules_sit_beside_the_fp32_one_and_share_the_tasks_facts(tmp_p
     assert recorded_precisions(tmp_path) == ["fp32"]
 
 
+def test_a_rule_edited_to_lose_its_chosen_key_is_refused_not_read_as_half(tmp_path):
+    """Without "chosen", the rule fell back to "default": 0.5 where validation chose 0.12 for recall 0.95,
+    and the file's review band, built around 0.12, stayed. Only an unambiguous file may leave it out."""
+    write_thresholds(tmp_path, FP32_RULE)
+    write_precision_rule(tmp_path, "int8", {"default": 0.5, "max_f1": 0.3, "target_recall": 0.12})
+    data = json.loads((tmp_path / "thresholds.json").read_text())
+    del data["variants"]["int8"]["chosen"]
+    (tmp_path / "thresholds.json").write_text(json.dumps(data))
+    assert read_thresholds(tmp_path).threshold == 0.3  # fp32's rule still says which
+    with pytest.raises(
+        ValueError,
+        match=r"thresholds.json \(int8\) lists thresholds \['default', 'max_f1', 'target_recall'\] but not "
+        r'which one decides: add "chosen": NAME',
+    ):
+        read_thresholds(tmp_path, "int8")
+    del data["chosen"]
+    (tmp_path / "thresholds.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"thresholds.json lists thresholds .* but not which one decides"):
+        read_thresholds(tmp_path)
+    (tmp_path / "thresholds.json").write_text('{"thresholds": {"hand_picked": 0.2}}')  # one: no doubt
+    assert read_thresholds(tmp_path).threshold == 0.2
+
+
 def test_calibrate_chooses_the_int8_threshold_on_int8_scores(folder, validation):
     before = read_thresholds(folder)
     result = calibrate(

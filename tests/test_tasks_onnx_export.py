@@ -17,6 +17,7 @@ from transformers import AutoModelForTokenClassification as HFToken
 from transformers import AutoTokenizer
 
 from modernenc.model import ModernEncoderConfig, ModernEncoderForMaskedLM, ModernEncoderForTokenClassification
+from modernenc.tasks.decisions import read_thresholds, write_precision_rule
 from modernenc.tasks.onnx_export import CHECK_TEXTS, export_onnx
 
 ort = pytest.importorskip("onnxruntime")
@@ -25,7 +26,10 @@ TOKENIZER_DIR = build_classifier.__globals__["TOKENIZER_DIR"]
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    return build_classifier(tmp_path_factory.mktemp("clf") / "clf", "cls")
+    folder = build_classifier(tmp_path_factory.mktemp("clf") / "clf", "cls")
+    # as `modernenc calibrate --dtype int8` records it: a rule for modernenc's int8, not ONNX Runtime's
+    write_precision_rule(folder, "int8", {"default": 0.5, "target_recall": 0.21})
+    return folder
 
 
 def graph_and_transformers(folder, graph, hf_class, texts):
@@ -53,9 +57,18 @@ def test_sequence_classifier_graph_matches_transformers_at_any_batch_and_length(
     got8, expected, _ = graph_and_transformers(classifier, out / "model_quantized.onnx", HFSequence, TEXTS)
     margins = [(logits[:, 1] - logits[:, 0]) for logits in (got8, expected)]
     assert np.abs(got8 - expected).max() > 1e-4 and np.corrcoef(*margins)[0, 1] > 0.8  # quantized, close
-    for name in ("tokenizer.json", "config.json", "thresholds.json"):
+    for name in ("tokenizer.json", "config.json"):
         assert (out / name).read_bytes() == (classifier / name).read_bytes()
+    # thresholds.json: the fp32 rule, which applies to model.onnx; the int8 rule beside model_quantized.onnx
+    # would read as that graph's, but it was chosen on modernenc's int8 probabilities
+    source = json.loads((classifier / "thresholds.json").read_text())
+    assert "int8" in source["variants"]
+    assert json.loads((out / "thresholds.json").read_text()) == {
+        k: v for k, v in source.items() if k != "variants"
+    }
+    assert read_thresholds(out) == read_thresholds(classifier) and read_thresholds(out, "int8") is None
     record = json.loads((out / "onnx_export.json").read_text())
+    assert "its int8 rules were left out" in record["thresholds"]
     assert record["architecture"] == "ModernBertForSequenceClassification" and record["opset"] == 17
     assert record["check"]["texts"] == len(CHECK_TEXTS) and record["check"]["fp32_max_abs_logit_diff"] <= 1e-4
     assert record["check"]["int8_max_abs_logit_diff"] > 0

@@ -291,6 +291,12 @@ def test_thresholds_of_replaced_weights_are_refused_not_applied(tmp_path):
         ValueError, match=r"thresholds.json was chosen for other weights than .*model.safetensors"
     ):
         read_thresholds(folder)
+    # The remedies it names work; it named --threshold too, which fails on this same check.
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS[:2]])
+    with pytest.raises(ValueError, match=r"\(fine-tune, or `modernenc calibrate`\) or remove the file$"):
+        predict_file(folder, src, tmp_path / "out.jsonl", threshold=0.3, progress=False)
+    (folder / "thresholds.json").unlink()
+    assert predict_file(folder, src, tmp_path / "out.jsonl", threshold=0.3, progress=False).examples == 2
 
 
 def test_txt_keeps_odd_line_breaks_in_a_text_and_predict_reads_its_own_output(model_dir, tmp_path):
@@ -377,3 +383,159 @@ def test_a_training_checkpoint_given_as_the_model_folder_says_what_to_pass(tmp_p
         f"modernenc predict: error: {checkpoint} is a training checkpoint, not a model folder; export it "
         f"first (modernenc export-hf {checkpoint} OUT_FOLDER --tokenizer TOKENIZER) and pass OUT_FOLDER"
     )
+
+
+def poison_token(folder, model_class, word):
+    """Make the embedding of `word`'s token NaN, as a broken conversion or an overflow would: every text
+    holding it then gets NaN probabilities, and no other text does (each is scored in its own batch)."""
+    from tokenizers import Tokenizer
+
+    (token,) = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(word, add_special_tokens=False).ids
+    model = model_class.from_pretrained(folder)
+    with torch.no_grad():
+        model.model.embeddings.tok_embeddings.weight[token] = float("nan")
+    model.save_pretrained(folder, overwrite=True)
+    return folder
+
+
+def test_nan_probabilities_are_refused_naming_the_rows_not_read_as_no_event(tmp_path, capsys):
+    """NaN >= threshold is False and the argmax of NaN tags is "O": without the check, predict wrote
+    probability NaN (not even valid JSON) with the negative label and no review flag, and no spans."""
+    from modernenc.model import ModernEncoderForTokenClassification
+
+    def error(*argv):  # the last line of stderr: the progress bar comes before it
+        capsys.readouterr()
+        assert run_cli(*argv) == 1
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    healthy = build_classifier(tmp_path / "healthy", "mean")
+    poisoned = poison_token(
+        build_classifier(tmp_path / "clf", "mean", threshold_file=False),
+        ModernEncoderForSequenceClassification,
+        " hepatitis",
+    )
+    config = ModernEncoderConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, local_attention=8,
+        max_position_embeddings=MAX_LENGTH, num_labels=3, id2label={0: "O", 1: "B-AE", 2: "I-AE"},
+    )  # fmt: skip
+    ModernEncoderForTokenClassification(config).save_pretrained(
+        tmp_path / "tagger", tokenizer_path=TOKENIZER_DIR
+    )
+    tagger = poison_token(tmp_path / "tagger", ModernEncoderForTokenClassification, " hepatitis")
+    lines = ["Aspirin caused severe nausea.", "", "Acute hepatitis after isoniazid.", "Rash."]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in lines if t])
+    out = tmp_path / "out.jsonl"
+    tail = "which would read as 'no event' (or 'no span'); nothing was written"
+    for model, extra in (
+        (poisoned, ()),
+        (tagger, ()),
+        (healthy, ("--threshold", "0", "--with-spans", tagger)),
+    ):
+        message = error("predict", model, tmp_path / "in.txt", "--out", out, "--batch-size", 1, *extra)
+        where = "rows in input order: 2" if extra else f"lines of {tmp_path / 'in.txt'}: 3"
+        assert message.startswith(f"modernenc predict: error: {extra[-1] if extra else model} returned")
+        assert f"returned NaN or infinite probabilities for 1 of 3 texts ({where}), {tail}" in message
+        assert not out.exists()
+    message = error("predict", poisoned, tmp_path / "in.jsonl", "--out", out, "--batch-size", 1)
+    assert f"for 1 of 3 texts (rows of {tmp_path / 'in.jsonl'}: 2)" in message and not out.exists()
+    write_jsonl(
+        tmp_path / "val.jsonl",
+        [{"text": t, "label": ("no_ade", "ade")[i % 2]} for i, t in enumerate(lines * 2) if t],
+    )
+    validation = ("--validation", tmp_path / "val.jsonl", "--batch-size", 1, "--positive-label", "ade")
+    message = error("calibrate", poisoned, "--dtype", "fp32", *validation)
+    assert f"for 2 of 6 texts (rows of {tmp_path / 'val.jsonl'}: 2, 5), {tail}" in message
+    assert not (poisoned / "thresholds.json").exists()
+
+
+def test_parquet_columns_json_lacks_are_written_not_a_crash_after_the_work(model_dir, tmp_path):
+    """A case export's parquet has timestamps, dates, decimals and missing numbers (NaN). Predict keeps
+    every input column; json.dumps raised TypeError on the first datetime after the whole run (nothing
+    written) and wrote NaN, which is not JSON, for the missing ones."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    received = datetime.datetime(2024, 3, 1, 9, 30, tzinfo=datetime.timezone.utc)
+    onset = datetime.date(2024, 2, 27)
+    table = pa.table(
+        {
+            "text": TEXTS[:3],
+            "received": [received, received, None],
+            "report": [{"onset": onset, "dose_mg": 5.0}, {"onset": None, "dose_mg": float("nan")}, None],
+            "weight_kg": [decimal.Decimal("71.25"), None, decimal.Decimal("80.00")],
+            "label": [1.0, float("nan"), 0.0],
+        }
+    )
+    pq.write_table(table, tmp_path / "cases.parquet")
+
+    def strict(text):  # what jq, Spark or a browser accept: no NaN or Infinity
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+    predict_file(model_dir, tmp_path / "cases.parquet", tmp_path / "out.jsonl", progress=False)
+    rows = [strict(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and [r["text"] for r in rows] == TEXTS[:3]
+    assert [r["received"] for r in rows] == ["2024-03-01T09:30:00+00:00", "2024-03-01T09:30:00+00:00", None]
+    assert [r["report"] for r in rows] == [
+        {"onset": "2024-02-27", "dose_mg": 5.0},
+        {"onset": None, "dose_mg": None},
+        None,
+    ]
+    assert [r["weight_kg"] for r in rows] == ["71.25", None, "80.00"]  # str keeps a decimal exact
+    assert [r["input_label"] for r in rows] == [1.0, None, 0.0]
+    predict_file(model_dir, tmp_path / "cases.parquet", tmp_path / "out.csv", progress=False)
+    with (tmp_path / "out.csv").open(newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) == 3 and strict(cells[1]["report"]) == {"onset": None, "dose_mg": None}
+    assert strict(cells[0]["report"]) == {"onset": "2024-02-27", "dose_mg": 5.0}
+
+
+def test_rescoring_a_predictions_file_keeps_every_input_value(model_dir, tmp_path):
+    """An output read back in (to rescore it with int8, say) holds the gold input_label and the earlier
+    label; renaming that label to input_label overwrote the gold one without a word."""
+    gold = ["no_ade", "ade", "no_ade"]
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"text": t, "label": g} for t, g in zip(TEXTS[:3], gold, strict=True)]
+    )
+    predict_file(model_dir, src, tmp_path / "first.jsonl", threshold=0.0, progress=False)  # all "ade"
+    first = read_jsonl(tmp_path / "first.jsonl")
+    predict_file(model_dir, tmp_path / "first.jsonl", tmp_path / "again.jsonl", progress=False)
+    again = read_jsonl(tmp_path / "again.jsonl")
+    assert [r["input_label"] for r in again] == gold  # before the fix: ["ade", "ade", "ade"]
+    assert [r["input_input_label"] for r in again] == ["ade"] * 3
+    assert [r["input_probability"] for r in again] == [r["probability"] for r in first]
+    from modernenc.tasks.predict import keep_input_columns  # the rule --with-spans uses for "spans"
+
+    assert keep_input_columns({"spans": [1], "input_spans": [2], "id": 7}, ("spans",)) == {
+        "input_input_spans": [1],
+        "input_spans": [2],
+        "id": 7,
+    }
+
+
+def test_a_bert_classifier_is_named_as_not_modernbert_not_sent_off_to_be_fine_tuned(tmp_path, capsys):
+    """A transformers BERT classifier is fine-tuned, just not ModernBERT: predict said its classifier would
+    be random and to fine-tune it first, calibrate that it was no fine-tuned classifier."""
+    import shutil
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path / "bert"
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    shutil.copy(TOKENIZER_DIR / "tokenizer.json", folder / "tokenizer.json")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "Rash.", "label": 1}, {"text": "Fine.", "label": 0}])
+    expected = (
+        f"error: {folder} holds a BertForSequenceClassification model, not ModernBERT; modernenc runs "
+        "ModernBERT checkpoints (model_type 'modernbert') only"
+    )
+    for command in (
+        ("predict", folder, src, "--out", tmp_path / "out.jsonl"),
+        ("calibrate", folder, "--dtype", "fp32", "--validation", src),
+        ("export-onnx", folder, tmp_path / "onnx"),
+    ):
+        assert cli_error(capsys, *command) == f"modernenc {command[0]}: {expected}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert", "in.jsonl"]

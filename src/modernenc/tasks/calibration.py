@@ -55,7 +55,7 @@ def _classifier_config(model_dir: Path) -> dict:
     from modernenc.model import ModernEncoderForSequenceClassification
 
     wanted = ModernEncoderForSequenceClassification.hf_architecture
-    from modernenc.tasks.predict import check_model_folder
+    from modernenc.tasks.predict import check_is_modernbert, check_model_folder
 
     config_file = check_model_folder(model_dir) / "config.json"  # a .pt file: says to export-hf it first
     if not config_file.is_file():
@@ -66,6 +66,7 @@ def _classifier_config(model_dir: Path) -> dict:
         raise ValueError(f"{config_file} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_file} must hold a JSON object (a ModernBERT config)")
+    check_is_modernbert(model_dir, config)
     architectures = config.get("architectures") or []
     if wanted not in architectures:
         found = "/".join(architectures) or "no architecture"
@@ -157,7 +158,12 @@ def calibrate(
 
     from modernenc.model.precision import check_precision, int8_setup
     from modernenc.tasks.classification_data import tokenize_texts
-    from modernenc.tasks.predict import load_classifier, predict_probabilities, resolve_device
+    from modernenc.tasks.predict import (
+        load_classifier,
+        predict_probabilities,
+        refuse_non_finite,
+        resolve_device,
+    )
 
     model_dir, validation = Path(model_dir), Path(validation)
     check_precision(precision)
@@ -208,6 +214,7 @@ def calibrate(
         tokenizer, texts, max_length, model.config.cls_token_id, model.config.sep_token_id
     )
     probs = predict_probabilities(model, ids, batch_size, positive, progress)
+    refuse_non_finite(probs, model_dir, f"rows of {validation}")  # select_thresholds would say only "NaN"
     thresholds = select_thresholds(y, probs, target_recall)
     chosen = existing.chosen if existing is not None and existing.chosen in thresholds else "target_recall"
     calibration = {

@@ -13,7 +13,7 @@ predict --dtype X`` reads X's with ``read_thresholds(model_dir, "X")``::
                                                 #   the thresholds; predict truncates the same way
       "weights_sha256": "9f2c...",              # optional: the model.safetensors they were chosen for
       "thresholds": {"default": 0.5, "max_f1": 0.41, "target_recall": 0.18},  # fp32's, on validation
-      "chosen": "target_recall",                # the key of "thresholds" used for decisions
+      "chosen": "target_recall",                # the key of "thresholds" that decides (needed if several)
       "review_band": [0.09, 0.59],              # optional: [lo, hi], inclusive
       "calibration": {...},                     # optional: how `modernenc calibrate` chose them
       "variants": {                             # optional: the rules of other precisions, same fields
@@ -265,7 +265,7 @@ def _read_file(model_dir: Path, check_weights: bool = True) -> dict[str, Any] | 
         raise ValueError(
             f"{path} was chosen for other weights than {model_dir / WEIGHTS_FILE} (the model was replaced "
             "since): its thresholds do not apply. Choose them again on validation (fine-tune, or `modernenc "
-            "calibrate`), remove the file, or pass --threshold"
+            "calibrate`) or remove the file"  # not --threshold: the file's labels and truncation are its too
         )
     return data
 
@@ -310,7 +310,7 @@ def read_thresholds(
     return _validate(
         DecisionRule(
             thresholds=dict(thresholds),
-            chosen=fields.get("chosen", "default" if "default" in thresholds else next(iter(thresholds), "")),
+            chosen=_chosen(fields, thresholds, source),
             positive_label=data.get("positive_label", 1),
             label_names=data.get("label_names"),
             target_recall=data.get("target_recall"),
@@ -320,6 +320,19 @@ def read_thresholds(
             calibration=fields.get("calibration"),
         ),
         source,
+    )
+
+
+def _chosen(fields: Mapping[str, Any], thresholds: Mapping[str, Any], source: str) -> str:
+    """The key of the threshold that decides. A file that lists several but does not say which is refused:
+    falling back to "default" (0.5) would drop a recall-chosen threshold without a word."""
+    if "chosen" in fields:
+        return fields["chosen"]
+    if len(thresholds) == 1:
+        return next(iter(thresholds))
+    raise ValueError(
+        f'{source} lists thresholds {sorted(thresholds)} but not which one decides: add "chosen": NAME '
+        '(fine-tuning and `modernenc calibrate` write "target_recall")'
     )
 
 

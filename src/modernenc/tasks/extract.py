@@ -144,11 +144,25 @@ class SpanTagger:
         return self.extract_with_counts(texts, batch_size, progress)[0]
 
     def extract_with_counts(
-        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        progress: bool = False,
+        *,
+        where: str = "texts",
+        numbers: Sequence[int] | None = None,
     ) -> tuple[list[list[dict[str, object]]], int]:
-        """(spans per text, how many texts were longer than ``max_length`` tokens and cut)."""
+        """(spans per text, how many texts were longer than ``max_length`` tokens and cut).
+
+        Non-finite tag probabilities raise ``tasks.predict.NonFiniteScoresError`` naming the texts as
+        ``numbers`` (default: their 1-based positions) in ``where``: their argmax, the first tag, would
+        read as "no span"."""
+        from modernenc.tasks.predict import refuse_non_finite
+
         framed, truncated = self.frame(texts)
         probs = predict_token_probabilities(self.model, [ids for ids, _ in framed], batch_size, progress)
+        name = getattr(self.model, "name_or_path", None) or "the span tagger"
+        refuse_non_finite(probs, name, where, numbers)
         return self.decode(texts, framed, probs), sum(truncated)
 
     def frame(self, texts: Sequence[str]) -> tuple[list[tuple[list[int], np.ndarray]], list[bool]]:
@@ -201,7 +215,9 @@ class SpanSummary:
 
 def _keep_input(row: dict) -> dict:
     # An input column named "spans" (gold spans, say) is kept beside ours, renamed input_spans.
-    return {("input_spans" if k == "spans" else k): v for k, v in row.items()}
+    from modernenc.tasks.predict import keep_input_columns
+
+    return keep_input_columns(row, ("spans",))
 
 
 def predict_spans_file(
@@ -231,7 +247,14 @@ def predict_spans_file(
     tagger = SpanTagger.from_folder(model_dir, resolve_device(device, dtype), dtype)
     column = "text" if Path(input_path).suffix.lower() == ".txt" else text_column
     start = time.perf_counter()
-    spans, truncated = tagger.extract_with_counts([r[column] for r in rows], batch_size, progress)
+    txt = Path(input_path).suffix.lower() == ".txt"  # its rows are the non-blank lines: name them by line
+    spans, truncated = tagger.extract_with_counts(
+        [r[column] for r in rows],
+        batch_size,
+        progress,
+        where=f"{'lines' if txt else 'rows'} of {input_path}",
+        numbers=[r["line"] for r in rows] if txt else None,
+    )
     seconds = time.perf_counter() - start
     write_outputs([{**_keep_input(row), "spans": s} for row, s in zip(rows, spans, strict=True)], out)
     counts: dict[str, int] = {}
@@ -251,7 +274,16 @@ def add_spans(
     """Give each flagged row its ``spans`` and every other row ``spans: null`` (not extracted, which is not
     the same as none found); returns the number of flagged rows."""
     chosen = [i for i, flag in enumerate(flagged) if flag]
-    found = tagger.extract([texts[i] for i in chosen], batch_size) if chosen else []
+    found = (
+        tagger.extract_with_counts(
+            [texts[i] for i in chosen],
+            batch_size,
+            where="rows in input order",
+            numbers=[i + 1 for i in chosen],
+        )[0]
+        if chosen
+        else []
+    )
     for i, row in enumerate(results):
         results[i] = {**_keep_input(row), "spans": None}
     for i, spans in zip(chosen, found, strict=True):

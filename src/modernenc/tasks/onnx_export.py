@@ -15,9 +15,10 @@ one batch, and its logits must match modernenc's fp32 model (on packed input) wi
 weights, activations quantized per call), and reports how far its logits are from fp32's: thresholds
 chosen on fp32 probabilities do not carry over to it.
 
-The folder gets the tokenizer files, ``config.json`` (label names), ``thresholds.json`` (its fp32 rule
-applies to ``model.onnx``) and ``onnx_export.json`` (what was exported from what, and the differences
-measured). ``onnx`` and ``onnxruntime`` are the optional extra ``modernenc[onnx]``, imported here only.
+The folder gets the tokenizer files, ``config.json`` (label names), ``thresholds.json`` (its fp32 rule,
+which applies to ``model.onnx``; the bf16 and int8 rules of modernenc's own precisions are left out) and
+``onnx_export.json`` (what was exported from what, and the differences measured). ``onnx`` and
+``onnxruntime`` are the optional extra ``modernenc[onnx]``, imported here only.
 
 It sits in the tasks layer, beside ``predict``: it exports fine-tuned task folders and checks them with
 what prediction uses (tokenization, the decision file), and needs nothing from training.
@@ -41,6 +42,7 @@ from modernenc.model.hf_interop import CONFIG_NAME, TOKENIZER_FILES, WEIGHTS_NAM
 from modernenc.tasks.decisions import THRESHOLDS_FILE, read_thresholds
 from modernenc.utils.files import sha256_file
 from modernenc.utils.outputs import check_output_folder, writing_folder
+from modernenc.utils.tables import read_text
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_quantized.onnx"  # optimum's name for a quantized export
@@ -106,7 +108,7 @@ def _require_onnx() -> None:
 
 def _architecture(model_dir: Path) -> str:
     """The folder's exportable architecture; one sentence when the folder is not a fine-tuned classifier."""
-    from modernenc.tasks.predict import check_model_folder
+    from modernenc.tasks.predict import check_is_modernbert, check_model_folder
 
     config_file = check_model_folder(model_dir) / CONFIG_NAME  # a .pt file: says to export-hf it first
     if not config_file.is_file() or not (model_dir / WEIGHTS_NAME).is_file():
@@ -119,9 +121,11 @@ def _architecture(model_dir: Path) -> str:
             "(save_pretrained(..., tokenizer_path=...) or export-hf --tokenizer)"
         )
     try:
-        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        architectures = config.get("architectures") or []
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise ValueError(f"{config_file} is not a JSON object (a ModernBERT config)") from None
+    check_is_modernbert(model_dir, config)
     found = [a for a in architectures if a in EXPORTABLE]
     if not found:
         raise ValueError(
@@ -246,9 +250,10 @@ def export_onnx(
             int8_diff = _max_abs_diff(
                 _run_graph(staging / INT8_FILE, batch), reference, batch["attention_mask"]
             )
-        for name in (*TOKENIZER_FILES, CONFIG_NAME, THRESHOLDS_FILE):
+        for name in (*TOKENIZER_FILES, CONFIG_NAME):
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, staging / name)
+        dropped = _copy_fp32_rule(model_dir, staging) if rule is not None else []
         result = OnnxExport(out_dir, architecture, opset, len(texts), fp32_diff, int8_diff)
         record = {
             "source": str(model_dir),
@@ -265,9 +270,26 @@ def export_onnx(
             },
             "versions": _versions(),
         }
+        if dropped:
+            record["thresholds"] = (
+                f"the fp32 rule of {model_dir / THRESHOLDS_FILE}, for model.onnx; its {', '.join(dropped)} "
+                "rules were left out: they were calibrated for modernenc's own precisions, not these graphs"
+            )
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
         result.files = sorted(p.name for p in staging.iterdir() if not p.name.startswith("."))
     return result
+
+
+def _copy_fp32_rule(model_dir: Path, out_dir: Path) -> list[str]:
+    """Copy thresholds.json with its fp32 rule only; returns the precisions whose rules were left out.
+
+    Its bf16 and int8 rules were chosen on the probabilities of modernenc's own bf16 and int8 models. No
+    graph here computes those: model_quantized.onnx is ONNX Runtime's int8, whose probabilities differ
+    again, and a deployment that read ``variants.int8`` for it would use thresholds nobody validated."""
+    data = json.loads(read_text(model_dir / THRESHOLDS_FILE))
+    dropped = sorted(data.pop("variants", {}))
+    (out_dir / THRESHOLDS_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    return dropped
 
 
 @contextlib.contextmanager

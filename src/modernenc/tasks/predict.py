@@ -19,6 +19,7 @@ From Python, in three steps (what ``predict_file`` does for a file)::
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import math
@@ -91,6 +92,22 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[dict]:
     return rows
 
 
+def keep_input_columns(row: Mapping[str, object], ours: Sequence[str]) -> dict:
+    """``row``'s columns, in order, with those named like one of ``ours`` renamed ``input_<name>`` (or
+    ``input_input_<name>``, and so on, when the row has that too: a predictions file read back in holds
+    both the gold ``input_label`` and the earlier ``label``), so no input value is overwritten."""
+    taken = {*row, *ours}
+    kept = {}
+    for name, value in row.items():
+        if name in ours:
+            name = f"input_{name}"
+            while name in taken:
+                name = f"input_{name}"
+            taken.add(name)
+        kept[name] = value
+    return kept
+
+
 def check_output_path(
     out: str | Path,
     force: bool = False,
@@ -113,6 +130,23 @@ def write_outputs(rows: Sequence[dict], out: str | Path) -> Path:
     return out
 
 
+def json_value(value: object) -> object:
+    """An input value as JSON holds it, so the columns a table brings along never stop the output: NaN
+    and infinities (pandas' and parquet's missing numbers) as null, as pandas' to_json writes them; dates and
+    times (a parquet timestamp column) in ISO 8601; other types JSON lacks (Decimal, bytes) as their str."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
+        return value.isoformat()
+    return str(value)
+
+
 def _write_rows(rows: Sequence[dict], suffix: str, tmp: Path) -> None:
     if suffix == ".csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -121,12 +155,15 @@ def _write_rows(rows: Sequence[dict], suffix: str, tmp: Path) -> None:
             writer.writeheader()
             for row in rows:  # nested JSON values stay JSON in a CSV cell
                 writer.writerow(
-                    {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+                    {
+                        k: json.dumps(json_value(v), allow_nan=False) if isinstance(v, (dict, list)) else v
+                        for k, v in row.items()
+                    }
                 )
     else:
         with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            for row in rows:  # allow_nan=False: strict JSON, which every reader (jq, Spark, JS) parses
+                f.write(json.dumps(json_value(row), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -188,15 +225,29 @@ def check_model_folder(model_dir: str | Path) -> Path:
     return model_dir
 
 
+def check_is_modernbert(model_dir: Path, config: Mapping[str, object]) -> None:
+    """Refuse another architecture's folder (a BERT classifier, say) for what it is, before a message about
+    task heads would send its user off to fine-tune it."""
+    model_type = config.get("model_type")
+    if model_type is not None and model_type != "modernbert":
+        kind = "/".join(config.get("architectures") or []) or f"model_type {model_type!r}"
+        raise ValueError(
+            f"{model_dir} holds a {kind} model, not ModernBERT; modernenc runs ModernBERT checkpoints "
+            "(model_type 'modernbert') only"
+        )
+
+
 def _check_is_fine_tuned_classifier(model_dir: Path) -> None:
     """Refuse other task heads: loading them would start a random classifier and predict noise."""
     from modernenc.model import ModernEncoderForSequenceClassification
 
     config_file = model_dir / "config.json"
     try:
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        config = json.loads(config_file.read_text())
+        architectures = config.get("architectures") or []
     except (OSError, ValueError, AttributeError):  # not JSON, not UTF-8, not an object
         return  # from_pretrained names the problem with the file
+    check_is_modernbert(model_dir, config)
     wanted = ModernEncoderForSequenceClassification.hf_architecture
     if architectures and wanted not in architectures:  # none listed: strict loading decides
         found = "/".join(architectures)
@@ -235,6 +286,31 @@ def predict_probabilities(
             probs[chunk] = logits.float().softmax(-1)[:, positive_label].cpu().numpy()
             bar.update(len(chunk))
     return probs
+
+
+class NonFiniteScoresError(ValueError):
+    """A model returned NaN or infinite probabilities. They are never turned into decisions: NaN is below
+    every threshold and the argmax of NaN tag scores is the first tag, so either would read as "no event"."""
+
+
+def refuse_non_finite(
+    scores: np.ndarray | Sequence[np.ndarray],
+    model: object,
+    where: str = "texts",
+    numbers: Sequence[int] | None = None,
+) -> None:
+    """Raise ``NonFiniteScoresError`` when any text's probabilities (one per text, or one array of tag
+    probabilities per text) are not all finite, naming ``model`` and the texts: ``numbers`` (1-based,
+    e.g. the input's line numbers; default their positions) in ``where``."""
+    bad = [i for i, s in enumerate(scores) if not np.isfinite(s).all()]
+    if bad:
+        named = [numbers[i] if numbers is not None else i + 1 for i in bad]
+        shown = ", ".join(map(str, named[:5])) + (", ..." if len(bad) > 5 else "")
+        raise NonFiniteScoresError(
+            f"{model} returned NaN or infinite probabilities for {len(bad)} of {len(scores)} texts ({where}: "
+            f"{shown}), which would read as 'no event' (or 'no span'); nothing was written. Check its "
+            "weights for NaN, or try another --dtype"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -378,12 +454,14 @@ def predict_file(
         )
     probs = predict_probabilities(model, ids, batch_size, positive, progress)
     seconds = time.perf_counter() - start
+    txt = Path(input_path).suffix.lower() == ".txt"  # its rows are the non-blank lines: name them by line
+    numbers = [r["line"] for r in rows] if txt else None
+    refuse_non_finite(probs, model_dir, f"{'lines' if txt else 'rows'} of {input_path}", numbers)
 
     negative = 1 - positive
     results = []
     for row, p, cut in zip(rows, probs.tolist(), was_cut, strict=True):
-        # Input columns that clash with ours (e.g. a gold "label") are kept, renamed input_<name>.
-        kept = {(f"input_{k}" if k in OUTPUT_COLUMNS else k): v for k, v in row.items()}
+        kept = keep_input_columns(row, OUTPUT_COLUMNS)  # e.g. a gold "label" becomes input_label
         cls = positive if p >= t else negative
         results.append(
             {

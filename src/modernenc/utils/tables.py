@@ -5,6 +5,7 @@ Training data (`read_labelled_texts`) and `modernenc predict` inputs both come t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -43,10 +44,37 @@ class NotUtf8Error(ValueError):
     """A text file that is not UTF-8; the message names the file, the line and the fix."""
 
 
+# Byte-order marks of what spreadsheets save as "Unicode text"; UTF-32's first, as it starts like UTF-16's
+WIDE_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+
+
 def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents without a BOM; other bytes fail naming the file, the line and the fix."""
+    """A UTF-8 text file's contents without a BOM; other bytes fail naming the file, the line and the fix.
+
+    UTF-16 and UTF-32 (Excel's "Unicode text") are named as such: read as latin1 they become text with a
+    NUL between letters, which classifies as noise without an error."""
     path = Path(path)
     data = path.read_bytes()
+    convert = f"{path.name} > {path.stem}-utf8{path.suffix}"
+    for bom, encoding in WIDE_BOMS.items():
+        if data.startswith(bom):
+            raise NotUtf8Error(
+                f"{path} is {encoding} (it starts with a {encoding} byte-order mark), not UTF-8; save the "
+                f"file as UTF-8, e.g. iconv -f {encoding.lower()} -t utf-8 {convert}"
+            )
+    nul = data.find(b"\x00")
+    if nul >= 0:  # valid UTF-8, but no text holds NUL: UTF-16 without a byte-order mark, or not text
+        line, column = data.count(b"\n", 0, nul) + 1, nul - (data.rfind(b"\n", 0, nul) + 1) + 1
+        raise NotUtf8Error(
+            f"{path}:{line} holds a NUL byte (column {column}), which no text does: UTF-16 without a "
+            f"byte-order mark looks like this. Save the file as UTF-8, e.g. iconv -f utf-16le -t utf-8 "
+            f"{convert}"
+        )
     try:
         return data.decode("utf-8-sig")  # -sig: drop the BOM editors and spreadsheets write
     except UnicodeDecodeError as err:
@@ -54,7 +82,7 @@ def read_text(path: str | Path) -> str:
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         raise NotUtf8Error(
             f"{path}:{line} is not UTF-8 (byte 0x{data[err.start]:02x} at column {column}); save the file as "
-            f"UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8{path.suffix}"
+            f"UTF-8, e.g. iconv -f latin1 -t utf-8 {convert}"
         ) from None
 
 
@@ -72,6 +100,11 @@ def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str,
     for i, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
+        if not rows and _opens_array_of_objects(line):  # the usual mistake: a whole-file JSON array
+            raise ValueError(
+                f"{path} holds a JSON array; rows are read as JSON Lines, one object per line: convert it, "
+                f"e.g. jq -c '.[]' {path.name} > {path.stem}-lines.jsonl"
+            )
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -85,21 +118,48 @@ def _read_jsonl(path: Path, columns: Sequence[str], hint: str) -> list[dict[str,
     return rows
 
 
+def _opens_array_of_objects(line: str) -> bool:
+    """Whether a first line starts a JSON array of objects: ``[`` of a pretty-printed one, or all of one."""
+    if not line.lstrip().startswith("["):
+        return False
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return True  # "[" or "[{...}," : an array continued on the next lines
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def _read_csv(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB cap breaks on long documents
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    # strict: without it a quote that is never closed swallows every later line into one field, so the
+    # rows after it vanish into one text without a word.
+    text = read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     if not reader.fieldnames:  # no header: the file is empty
         return []
+    twice = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if twice:  # a row keeps only the last column of a name: the others' values would vanish
+        raise ValueError(f"{path}:1 names more than one column {', '.join(map(repr, twice))}; rename them")
     for column in columns:
         if column not in reader.fieldnames:
             raise missing_column(str(path), column, reader.fieldnames, hint)
+    lines = text.split("\n")
+    rows, line = [], reader.line_num + 1
+
+    def first_line_of_row() -> int:  # the reader skips blank lines, and a quoted field may span several
+        return next((n for n in range(line, len(lines)) if lines[n - 1] not in ("", "\r")), line)
+
     try:
-        rows = list(reader)
-    except csv.Error as err:  # e.g. a NUL byte, or a quote never closed
-        raise ValueError(f"{path}:{reader.line_num} is not valid CSV: {err}") from None
-    for i, row in enumerate(rows, 2):  # line 1 is the header
-        if None in row:
-            raise ValueError(f"{path}:{i} has more fields than the header's {len(reader.fieldnames)}")
+        for row in reader:
+            if None in row:
+                raise ValueError(
+                    f"{path}:{first_line_of_row()} has more fields than the header's {len(reader.fieldnames)}"
+                )
+            rows.append(row)
+            line = reader.line_num + 1
+    except csv.Error as err:  # e.g. a quote never closed, or text after a closing quote
+        unclosed = " (a quoted field in it is never closed)" if "end of data" in str(err) else ""
+        raise ValueError(f"{path}:{first_line_of_row()} is not valid CSV{unclosed}: {err}") from None
     return rows
 
 
