@@ -539,3 +539,40 @@ def test_a_bert_classifier_is_named_as_not_modernbert_not_sent_off_to_be_fine_tu
     ):
         assert cli_error(capsys, *command) == f"modernenc {command[0]}: {expected}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bert", "in.jsonl"]
+
+
+def test_predictions_come_with_a_provenance_record_an_auditor_can_check(model_dir, tmp_path, capsys):
+    """OUT.provenance.json names the weights, input and output by their SHA-256 (hashed here independently),
+    and the threshold, its source and band as thresholds.json and the written labels show them."""
+    import hashlib
+
+    def sha256(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS[:8]])
+    out = tmp_path / "out.jsonl"
+    summary = predict_file(model_dir, src, out, progress=False)
+    record = json.loads((tmp_path / "out.jsonl.provenance.json").read_text())
+    assert summary.provenance == tmp_path / "out.jsonl.provenance.json"
+    assert record["output"]["sha256"] == sha256(out) and record["input"]["sha256"] == sha256(src)
+    assert record["model"]["weights_sha256"] == sha256(model_dir / "model.safetensors")
+    assert record["model"]["precision"] == "fp32" and record["model"]["path"] == str(model_dir)
+    rows = read_jsonl(out)
+    written = json.loads((model_dir / "thresholds.json").read_text())
+    decision = record["decision"]
+    assert decision["threshold"] == written["thresholds"][written["chosen"]] == THRESHOLD
+    assert decision["review_band"] == list(BAND)
+    assert decision["threshold_source"] == f"thresholds.json ({written['chosen']!r})"
+    assert record["output"]["rows"] == len(rows) == 8
+    assert record["output"]["flagged"] == sum(r["probability"] >= THRESHOLD for r in rows)
+    assert record["output"]["needs_review"] == sum(r["needs_review"] for r in rows)
+    assert record["versions"]["torch"] == torch.__version__
+
+    # An own file where the record would go is never replaced, and is found before any work.
+    user_file = tmp_path / "mine.jsonl.provenance.json"
+    user_file.write_text("the user's\n")
+    message = cli_error(
+        capsys, "predict", str(model_dir), str(src), "--out", str(tmp_path / "mine.jsonl"), "--force"
+    )
+    assert f"refusing to replace {user_file} even with --force" in message
+    assert user_file.read_text() == "the user's\n" and not (tmp_path / "mine.jsonl").exists()

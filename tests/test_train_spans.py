@@ -4,6 +4,7 @@ against seqeval."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -195,6 +196,11 @@ def test_predict_writes_character_spans_and_with_spans_adds_them_to_flagged_rows
     assert scores(r["spans"] for r in written) == pytest.approx(scores(expected), abs=1e-5)
     assert all(r["text"][s["start"] : s["end"]] == s["text"] for r in written for s in r["spans"])
     assert all("input_spans" in r for r in written)  # the gold spans of the input, kept beside ours
+    record = json.loads((tmp_path / "spans.jsonl.provenance.json").read_text())
+    weights = (tagger_dir / "model.safetensors").read_bytes()
+    assert record["model"]["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert record["output"]["rows"] == len(written)
+    assert record["output"]["with_spans"] == sum(1 for r in written if r["spans"])
 
     classifier = build_sentence_classifier(tmp_path / "clf")
     assert run_cli("predict", classifier, test, "--out", tmp_path / "probs.jsonl") == 0

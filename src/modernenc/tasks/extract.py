@@ -240,6 +240,7 @@ def predict_spans_file(
         resolve_device,
         write_outputs,
     )
+    from modernenc.tasks.provenance import write_provenance
 
     out = check_output_path(out, force=force, input_path=input_path, model_dir=model_dir)
     check_model_folder(model_dir)
@@ -257,6 +258,15 @@ def predict_spans_file(
     )
     seconds = time.perf_counter() - start
     write_outputs([{**_keep_input(row), "spans": s} for row, s in zip(rows, spans, strict=True)], out)
+    write_provenance(
+        out,
+        tool="predict",
+        model_dir=model_dir,
+        input_path=input_path,
+        precision=dtype,
+        counts={"rows": len(rows), "with_spans": sum(1 for s in spans if s), "truncated": truncated},
+        decision={"max_length": tagger.max_length},  # no threshold: each token takes its likeliest tag
+    )
     counts: dict[str, int] = {}
     for found in spans:
         for span in found:

@@ -41,6 +41,7 @@ from modernenc.tasks.decisions import (
     resolve_decision,
     uncalibrated_message,
 )
+from modernenc.tasks.provenance import check_provenance_path, write_provenance
 from modernenc.utils.outputs import check_output_file, writing_file
 from modernenc.utils.precision import PRECISIONS
 from modernenc.utils.tables import TABLE_FORMATS, read_lines, read_rows
@@ -114,12 +115,15 @@ def check_output_path(
     input_path: str | Path | None = None,
     model_dir: str | Path | None = None,
 ) -> Path:
-    """Fail before any work if OUT has an unsupported extension, cannot be written, is or overlaps an
-    input, or exists (without force, or when it is not earlier predictions; see modernenc.utils.outputs)."""
+    """Fail before any work if OUT (or its provenance record beside it) has an unsupported extension,
+    cannot be written, is or overlaps an input, or exists (without force, or when it is not earlier
+    predictions; see modernenc.utils.outputs)."""
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_FORMATS:
         raise ValueError(f"output {out} must end in {' or '.join(OUTPUT_FORMATS)}")
-    return check_output_file(out, kind=OUTPUT_KIND, force=force, inputs=[input_path, model_dir], what="--out")
+    out = check_output_file(out, kind=OUTPUT_KIND, force=force, inputs=[input_path, model_dir], what="--out")
+    check_provenance_path(out, force)
+    return out
 
 
 def write_outputs(rows: Sequence[dict], out: str | Path) -> Path:
@@ -328,6 +332,7 @@ class PredictionSummary:
     threshold: float
     review_band: tuple[float, float]
     threshold_source: str
+    provenance: Path | None = None  # OUT.provenance.json: what the decisions were made from
 
     @property
     def examples_per_s(self) -> float:
@@ -475,7 +480,7 @@ def predict_file(
     if annotate is not None:
         annotate(results, [r[column] for r in rows], (probs >= t).tolist())
     write_outputs(results, out)
-    return PredictionSummary(
+    summary = PredictionSummary(
         out=out,
         examples=len(results),
         seconds=seconds,
@@ -486,6 +491,28 @@ def predict_file(
         review_band=band,
         threshold_source=source,
     )
+    summary.provenance = write_provenance(
+        out,
+        tool="predict",
+        model_dir=model_dir,
+        input_path=input_path,
+        precision=dtype,
+        counts={
+            "rows": summary.examples,
+            "flagged": summary.flagged,
+            "needs_review": summary.needs_review,
+            "truncated": truncated,
+        },
+        decision={
+            "threshold": t,
+            "threshold_source": source,
+            "review_band": list(band),
+            "positive_label": positive,
+            "label_names": names,
+            "max_length": max_length,
+        },
+    )
+    return summary
 
 
 def format_summary(s: PredictionSummary) -> str:
@@ -493,5 +520,5 @@ def format_summary(s: PredictionSummary) -> str:
         f"{s.examples} texts in {s.seconds:.1f} s ({s.examples_per_s:,.0f} examples/s); "
         f"{s.flagged} flagged positive at threshold {s.threshold:.4g} from {s.threshold_source}; "
         f"{s.needs_review} need review (probability in [{s.review_band[0]:.4g}, {s.review_band[1]:.4g}]); "
-        f"wrote {s.out}"
+        f"wrote {s.out}" + (f" and its provenance record {s.provenance.name}" if s.provenance else "")
     )

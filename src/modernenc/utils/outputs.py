@@ -55,6 +55,7 @@ KINDS = {  # kind -> how a message names an output of it
     "report": "a report",
     "onnx-model": "an ONNX export (export-onnx)",
     "audit-export": "an audit export (audit export)",
+    "provenance": "a predictions file's provenance record (predict)",
     "partial": "the unfinished output of a killed run",
 }
 _SHOWN = 5  # names listed in a message before "..."
