@@ -87,6 +87,15 @@ def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
         ("optimizer.betas=[0.9]", r"optimizer\.betas=\[0\.9\] must be two numbers"),
         ("device=tpu", r"device='tpu'; choose 'cpu', 'gpu' or null"),
         ("optimizer.lr", r"override 'optimizer\.lr' is not key=value"),
+        # Each of these got past the config before: a TypeError traceback once the data was loaded, torch's
+        # DataLoader refusing at the first batch, or evaluations of no batch (metrics of nothing).
+        (
+            "model.overrides.hiden_size=64",
+            r"unknown key 'model\.overrides\.hiden_size' \(did you mean 'hidden_size'\?\)",
+        ),
+        ("data.num_workers=-1", r"data\.num_workers=-1 must be >= 0"),
+        ("eval_subset_num_batches=0", r"eval_subset_num_batches=0 must be positive, or -1"),
+        ("data.max_seq_len=0", r"data\.max_seq_len=0 must be positive"),
     ],
 )
 def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
@@ -394,10 +403,69 @@ def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_
     record(run / "best-hf")
     (run / "best-hf" / "my-notes.md").write_text("the user's own file, inside the earlier best model")
     (run / "notes.txt").write_text("the user's own file")
-    build_trainer(load_config(write_yaml(tmp_path, wiki_shards), ["force=true"]))
+    trainer = build_trainer(
+        load_config(write_yaml(tmp_path, wiki_shards), ["force=true", "max_duration=2ba"])
+    )
+    assert (run / "ep0-ba4-rank0.pt").read_bytes() == b"earlier run"  # not before the new run has trained
+    trainer.fit()
     left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if not p.name.startswith("."))
-    assert left == ["best-hf", "best-hf/my-notes.md", "notes.txt"]
+    new_run = ["curves.png", "ep0-ba2-rank0.pt", "latest-rank0.pt"]
+    assert left == ["best-hf", "best-hf/my-notes.md", *new_run, "notes.txt"]
+    assert load_composer_checkpoint(run / "ep0-ba2-rank0.pt")  # the new run's, not the earlier bytes
+    assert (run / "latest-rank0.pt").resolve().name == "ep0-ba2-rank0.pt"
     assert "kept best-hf, notes.txt in" in capsys.readouterr().out
+
+
+def _earlier_run(run: Path) -> dict[str, bytes]:
+    """An earlier run's recorded checkpoints in `run`, as train.py leaves them; returns its files."""
+    from modernenc.utils.outputs import claim_folder, record
+
+    claim_folder(run, "train-run", "train")
+    for name in ("ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt"):
+        (run / name).write_bytes(b"earlier run " + name.encode())
+        record(run / name)
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".modernenc-outputs.json"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "scheduler.t_warmup=10ba",
+            r"t_warmup \(10ba = 10ba\) \+ t_decay \(0ba = 0ba\) is longer than the run",
+        ),
+        ("scheduler.name=cosine", r"unknown scheduler 'cosine'"),
+        ("optimizer.name=adam", r"unknown optimizer 'adam'"),
+        ("device=gpu", r"(?i)cuda"),  # composer's Trainer finds no GPU on the test machine
+    ],
+)
+def test_force_keeps_the_earlier_run_when_the_new_one_cannot_start(tmp_path, wiki_shards, override, message):
+    """force=true consents to replacing the earlier run by a new one, not to losing it to a setting that
+    only the optimizer, the scheduler or composer's Trainer checks."""
+    if override == "device=gpu" and torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    from modernenc.train.run import run_training
+
+    run = tmp_path / "run"
+    earlier = _earlier_run(run)
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        run_training(write_yaml(tmp_path, wiki_shards), ["force=true", override])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name in earlier} == earlier
+
+
+def test_force_keeps_the_earlier_run_when_the_data_cannot_be_read(tmp_path, wiki_shards):
+    """A shard cut short is found only when it is read, at the first batch: the earlier run stays."""
+    from modernenc.train.run import TrainingError, run_training
+
+    shards = tmp_path / "cut" / "train"
+    shutil.copytree(wiki_shards, shards, ignore=shutil.ignore_patterns("*.mds"))  # no decompressed copies
+    (zipped,) = shards.glob("*.mds.zstd")
+    zipped.write_bytes(zipped.read_bytes()[: zipped.stat().st_size // 2])
+    run = tmp_path / "run"
+    earlier = _earlier_run(run)
+    with pytest.raises(TrainingError, match=r"cannot read shard .*shard\.00000\.mds\.zstd"):
+        run_training(write_yaml(tmp_path, shards), ["force=true"])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name in earlier} == earlier
 
 
 def test_force_refuses_checkpoints_no_run_recorded(tmp_path, wiki_shards):

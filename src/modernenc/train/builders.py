@@ -11,8 +11,8 @@ from typing import Any
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor
-from composer.core import Callback, DataSpec
-from composer.loggers import LoggerDestination
+from composer.core import Callback, DataSpec, State
+from composer.loggers import Logger, LoggerDestination
 from composer.models import ComposerModel
 from composer.utils import dist, reproducibility
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +68,7 @@ class TaskParts:
     finish: Callable[[Trainer], None] | None = None
     spin_dataloaders: bool = True  # False when a callback restores the data position itself
     eval_subset_num_batches: int | None = None  # overrides the config's (-1: the whole split)
+    earlier_run: Path | None = None  # force=true: the save folder whose earlier run ReplaceEarlierRun removes
 
 
 def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **overrides: Any):
@@ -215,9 +216,10 @@ def _is_local(folder: str) -> bool:
 def check_save_folder(cfg: DictConfig) -> Path | None:
     """Refuse to write into another run's checkpoints unless resuming it or `force=true`.
 
-    With `force`, returns the folder whose earlier run `remove_earlier_run` removes once the new run has
-    been built: nothing of it (a checkpoint to average, a best model, a report) may be left beside the
-    new run's, and nothing may be lost to a config that then fails to build. Only what the earlier run
+    With `force`, returns the folder whose earlier run `ReplaceEarlierRun` removes once the new run has
+    trained its first batch: nothing of it (a checkpoint to average, a best model, a report) may be left
+    beside the new run's, and nothing may be lost to a run that then fails to start (a setting only the
+    optimizer, scheduler or Trainer checks, no GPU, an unreadable shard). Only what the earlier run
     recorded in the folder's manifest goes (modernenc.utils.outputs); the user's own files stay.
     """
     if not _is_local(cfg.save_folder):
@@ -275,6 +277,22 @@ def remove_earlier_run(folder: Path | None) -> None:
         print(f"force=true: removed the earlier run's {', '.join(removed)} from {folder}")
     if kept:
         print(f"kept {', '.join(kept)} in {folder} (not written by the earlier run)")
+
+
+class ReplaceEarlierRun(Callback):
+    """force=true: remove the earlier run in the save folder at the end of the new run's first batch.
+
+    Not before: a run that cannot start (an optimizer or scheduler setting only they check, a device that
+    is not there, a shard that cannot be read) must leave the earlier run whole. Not later: the first
+    evaluation and checkpoint come after it, and nothing of the earlier run may be left beside them.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        folder, self.folder = self.folder, None
+        remove_earlier_run(folder)
 
 
 def build_mlm_parts(cfg: DictConfig) -> TaskParts:
@@ -458,7 +476,7 @@ def build_trainer(
     )
     sched = {k: v for k, v in OmegaConf.to_container(cfg.scheduler).items() if k != "name" and v is not None}
     scheduler = build_scheduler(cfg.scheduler.name, **sched)
-    callbacks = [*parts.callbacks, LRMonitor()]
+    callbacks = [ReplaceEarlierRun(parts.earlier_run), *parts.callbacks, LRMonitor()]
     if cfg.logging.plots:
         callbacks.append(TrainingCurves(Path(cfg.save_folder) / "curves.png"))
     saving, resume = _checkpointing(cfg)
@@ -529,12 +547,12 @@ def _checkpointing(cfg: DictConfig) -> tuple[list[Callback], ResumePoint | None]
 
 
 def build_task(cfg: DictConfig) -> TaskParts:
-    """Check the save folder, seed everything, build the task's model and data, and only then (force=true)
-    remove the earlier run's outputs."""
+    """Check the save folder, seed everything, and build the task's model and data. With force=true, the
+    earlier run's outputs are removed only once the new run has trained a batch (`ReplaceEarlierRun`)."""
     earlier_run = check_save_folder(cfg)
     reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
     parts = TASK_BUILDERS[cfg.model.task](cfg)
-    remove_earlier_run(earlier_run)
+    parts.earlier_run = earlier_run
     if _is_local(cfg.save_folder) and dist.get_local_rank() == 0:
         claim_folder(cfg.save_folder, "train-run", "train")  # what the run writes here is recorded in it
     return parts

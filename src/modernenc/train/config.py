@@ -23,7 +23,7 @@ from omegaconf.errors import (
 )
 
 from modernenc.data.masking import DEFAULT_EVAL_MLM_PROBABILITY, DEFAULT_TRAIN_MLM_PROBABILITY
-from modernenc.model.config import PRESETS
+from modernenc.model.config import PRESETS, ModernEncoderConfig
 from modernenc.utils.suggest import did_you_mean
 from modernenc.utils.tables import read_text
 
@@ -327,6 +327,24 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
         raise ConfigError(
             f"{path}: model.preset={cfg.model.preset!r}{did_you_mean(cfg.model.preset, PRESETS)}; "
             f"choose one of {sorted(PRESETS)}"
+        )
+    model_keys = [f.name for f in fields(ModernEncoderConfig)]
+    unknown = [str(key) for key in cfg.model.overrides if key not in model_keys]
+    if unknown:  # else ModernEncoderConfig's own TypeError, after the data is loaded
+        raise ConfigError(
+            f"{path}: unknown key 'model.overrides.{unknown[0]}'{did_you_mean(unknown[0], model_keys)}; "
+            "the keys are ModernEncoderConfig's fields (src/modernenc/model/config.py)"
+        )
+    if cfg.data.max_seq_len < 1:
+        raise ConfigError(f"{path}: data.max_seq_len={cfg.data.max_seq_len} must be positive")
+    if cfg.data.num_workers < 0:  # else torch's DataLoader refuses it, at the first batch
+        raise ConfigError(
+            f"{path}: data.num_workers={cfg.data.num_workers} must be >= 0 (0: read in-process)"
+        )
+    if cfg.eval_subset_num_batches == 0 or cfg.eval_subset_num_batches < -1:  # 0 evaluates nothing
+        raise ConfigError(
+            f"{path}: eval_subset_num_batches={cfg.eval_subset_num_batches} must be positive, or -1 for "
+            "the whole eval split"
         )
     for key in ("max_duration", "eval_interval", "save_interval", "scheduler.t_warmup", "scheduler.t_decay"):
         value = OmegaConf.select(cfg, key)
