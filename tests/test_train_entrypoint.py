@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -143,6 +144,30 @@ def test_shards_longer_than_max_seq_len_are_refused(tmp_path, wiki_shards):
     cfg = load_config(write_yaml(tmp_path, wiki_shards), ["data.max_seq_len=64"])
     with pytest.raises(ConfigError, match=r"sequences of up to 128 tokens, longer than data\.max_seq_len=64"):
         build_trainer(cfg)
+
+
+def swapped_tokenizer(folder: Path) -> Path:
+    """ModernBERT's tokenizer with the ids of 'the' and 'of' swapped: as many ids, other tokens behind two."""
+    spec = json.loads((TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab["Ġthe"], vocab["Ġof"] = vocab["Ġof"], vocab["Ġthe"]
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    return folder
+
+
+def test_shards_of_another_tokenizer_are_refused_before_training(tmp_path, wiki_shards):
+    """Their ids would stand for other tokens: silently, when the vocabulary is as large (an IndexError in
+    the masking, when smaller)."""
+    other = swapped_tokenizer(tmp_path / "swapped")
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.tokenizer={other}"])
+    with pytest.raises(
+        ConfigError,
+        match=rf"data\.train: {wiki_shards} was prepared with another tokenizer than data\.tokenizer={other} "
+        r"\(one with the same 50,368 ids but other tokens behind them\)",
+    ):
+        build_trainer(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_too_long_samples_without_a_report_stop_training_in_one_line(tmp_path, wiki_shards):

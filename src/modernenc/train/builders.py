@@ -133,9 +133,11 @@ def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
     return ModernEncoderComposerModel(_init_model(ModernEncoderForMaskedLM, cfg, **overrides))
 
 
-def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
-    """Fail before training on a folder with no shards, no samples, or sequences longer than the run's."""
-    from modernenc.data.mds import REPORT_FILE, read_report
+def check_local_shards(folder: Path, key: str, max_seq_len: int, tokenizer: str) -> None:
+    """Fail before training on a folder with no shards, no samples, sequences longer than the run's, or
+    ids of another tokenizer than `tokenizer` (the run's data.tokenizer)."""
+    from modernenc.data.masking import load_tokenizer
+    from modernenc.data.mds import REPORT_FILE, TokenizerMismatchError, check_prepared_with, read_report
     from modernenc.data.streaming_dataset import ShardReadError, read_index_shards
 
     index_file = folder / "index.json"
@@ -161,6 +163,10 @@ def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
             f"data.max_seq_len={max_seq_len}; prepare shards with --max-length {max_seq_len} or raise "
             f"data.max_seq_len"
         )
+    try:
+        check_prepared_with(folder, load_tokenizer(tokenizer), f"data.tokenizer={tokenizer}")
+    except TokenizerMismatchError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 # Held-out masks are the same in every run, so eval losses compare across runs, seeds and phases.
@@ -174,7 +180,7 @@ def build_stream(cfg: DictConfig, split: str):
     folder = data.train if split == "train" else data.eval
     is_remote = "://" in folder
     if not is_remote:
-        check_local_shards(Path(folder), f"data.{split}", data.max_seq_len)
+        check_local_shards(Path(folder), f"data.{split}", data.max_seq_len, data.tokenizer)
     return build_packed_mlm_stream(
         None if is_remote else folder,
         remote=folder if is_remote else None,
