@@ -334,6 +334,37 @@ def build_mlm_parts(cfg: DictConfig) -> TaskParts:
     )
 
 
+def _check_start_labels(
+    cfg: DictConfig, model_class: type[ModernEncoderPreTrainedModel], names: list[str]
+) -> None:
+    """A classifier continued from `model.init_from` keeps its task layer row by row, so its classes must be
+    the data's, in the data's order: else each class is scored as the one in its place (silently, when
+    there are as many)."""
+    from modernenc.train.export import checkpoint_task_labels
+
+    if not cfg.model.init_from:
+        return
+    architecture, labels = checkpoint_task_labels(cfg.model.init_from)
+    unnamed = labels is not None and labels == [f"LABEL_{i}" for i in range(len(labels))]
+    if architecture != model_class.hf_architecture or labels is None or unnamed or labels == names:
+        return  # another task's checkpoint starts a fresh task layer; unnamed classes have only positions
+    source = f"model.init_from={cfg.model.init_from}"
+    if sorted(labels) == sorted(names):
+        raise ConfigError(
+            f"{source} orders its classes {labels}, the data {names}, so its classifier would score each "
+            f"class as another; set data.labels={labels} to keep its order"
+        )
+    misread = (
+        ", so its classifier would score each class as the one in its place"
+        if len(labels) == len(names)
+        else ""
+    )
+    raise ConfigError(
+        f"{source} is a classifier of {labels}, not of the data's labels {names}{misread}; give the data "
+        "its labels, or start from the encoder it was fine-tuned from (its masked-LM checkpoint)"
+    )
+
+
 def _with_lora(model: ModernEncoderPreTrainedModel, settings: DictConfig):
     """`model` with LoRA adapters (peft); says how many parameters train."""
     from modernenc.train.lora import apply_lora, trainable_parameters
@@ -367,6 +398,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
     model_class = (
         ModernEncoderForTokenClassification if token_level else ModernEncoderForSequenceClassification
     )
+    _check_start_labels(cfg, model_class, names)
     model = _init_model(model_class, cfg, num_labels=len(names), id2label=dict(enumerate(names)))
     if cfg.finetune.lora is not None:
         model = _with_lora(model, cfg.finetune.lora)
