@@ -381,7 +381,12 @@ def test_resume_with_another_architecture_is_refused(tmp_path, wiki_shards, stra
         write_yaml(tmp_path, wiki_shards),
         [f"save_folder={run_folder}", "autoresume=true", "model.preset=mini", "max_duration=6ba"],
     )
-    with pytest.raises(ValueError, match="differs from this run's in: .*hidden_size"):
+    with pytest.raises(
+        ValueError,
+        match=rf"autoresume=true cannot continue from {run_folder}/ep0-ba\d+-rank0\.pt: checkpoint's model "
+        r"differs from this run's in: .*hidden_size.*; resume it with the settings it was trained with, or "
+        r"start a new run \(another run_name, or force=true",
+    ):
         build_trainer(cfg).fit()
 
 

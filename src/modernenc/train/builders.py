@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ from modernenc.train.checkpointing import (
     SafeCheckpointSaver,
     find_resume_checkpoint,
 )
-from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
+from modernenc.train.composer_model import (
+    CheckpointMismatchError,
+    ModernEncoderComposerModel,
+    packed_batch_spec,
+)
 from modernenc.train.config import DEFAULT_PRESET, ConfigError, trains_on_gpu
 from modernenc.train.export import write_hf_folder
 from modernenc.utils.outputs import (
@@ -522,44 +527,59 @@ def build_trainer(
 
     if cfg.precision == "amp_bf16":
         warn_if_bf16_is_slow("cuda" if trains_on_gpu(cfg) else "cpu")
-    trainer = Trainer(
-        model=parts.model,
-        run_name=cfg.run_name,
-        train_dataloader=parts.train_dataloader,
-        eval_dataloader=parts.eval_dataloader,
-        eval_interval=cfg.eval_interval,
-        eval_subset_num_batches=parts.eval_subset_num_batches or cfg.eval_subset_num_batches,
-        max_duration=cfg.max_duration,
-        optimizers=optimizer,
-        schedulers=scheduler,
-        step_schedulers_every_batch=True,
-        algorithms=[GradientClipping("norm", cfg.grad_clip_norm)] if cfg.grad_clip_norm else [],
-        # Weight each micro-batch's mean loss by its labelled tokens: the step's loss is the global mean.
-        accumulate_train_batch_on_tokens=cfg.model.task == "mlm",
-        spin_dataloaders=parts.spin_dataloaders,
-        callbacks=callbacks,
-        loggers=build_loggers(cfg) + list(loggers or []),
-        progress_bar=cfg.logging.progress_bar,
-        log_to_console=not cfg.logging.progress_bar,
-        console_log_interval=cfg.logging.log_interval,
-        save_folder=cfg.save_folder,
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=bool(cfg.force),
-        autoresume=cfg.autoresume and resume is None,
-        load_path=str(resume.path) if resume is not None and resume.path is not None else None,
-        precision=cfg.precision,
-        device=cfg.device,
-        parallelism_config={"fsdp": OmegaConf.to_container(cfg.fsdp)} if cfg.fsdp is not None else None,
-        device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
-        seed=cfg.seed,
-    )
+    with _named_resume_point(resume):
+        trainer = Trainer(
+            model=parts.model,
+            run_name=cfg.run_name,
+            train_dataloader=parts.train_dataloader,
+            eval_dataloader=parts.eval_dataloader,
+            eval_interval=cfg.eval_interval,
+            eval_subset_num_batches=parts.eval_subset_num_batches or cfg.eval_subset_num_batches,
+            max_duration=cfg.max_duration,
+            optimizers=optimizer,
+            schedulers=scheduler,
+            step_schedulers_every_batch=True,
+            algorithms=[GradientClipping("norm", cfg.grad_clip_norm)] if cfg.grad_clip_norm else [],
+            # Weight each micro-batch's mean loss by its labelled tokens: the step's loss is the global mean.
+            accumulate_train_batch_on_tokens=cfg.model.task == "mlm",
+            spin_dataloaders=parts.spin_dataloaders,
+            callbacks=callbacks,
+            loggers=build_loggers(cfg) + list(loggers or []),
+            progress_bar=cfg.logging.progress_bar,
+            log_to_console=not cfg.logging.progress_bar,
+            console_log_interval=cfg.logging.log_interval,
+            save_folder=cfg.save_folder,
+            save_interval=cfg.save_interval,
+            save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+            save_overwrite=bool(cfg.force),
+            autoresume=cfg.autoresume and resume is None,
+            load_path=str(resume.path) if resume is not None and resume.path is not None else None,
+            precision=cfg.precision,
+            device=cfg.device,
+            parallelism_config={"fsdp": OmegaConf.to_container(cfg.fsdp)} if cfg.fsdp is not None else None,
+            device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
+            seed=cfg.seed,
+        )
     if resume is not None and resume.path is not None:
         print(
             f"autoresume=true: resumed from {resume.path} at step {int(trainer.state.timestamp.batch)} "
             f"(epoch {int(trainer.state.timestamp.epoch)})"
         )
     return trainer
+
+
+@contextmanager
+def _named_resume_point(resume: ResumePoint | None) -> Iterator[None]:
+    """A checkpoint autoresume cannot load into this run's model is named, with the ways out."""
+    try:
+        yield
+    except CheckpointMismatchError as err:
+        if resume is None or resume.path is None:
+            raise
+        raise CheckpointMismatchError(
+            f"autoresume=true cannot continue from {resume.path}: {err}; resume it with the settings it was "
+            "trained with, or start a new run (another run_name, or force=true to replace that one)"
+        ) from None
 
 
 def _checkpointing(cfg: DictConfig) -> tuple[list[Callback], ResumePoint | None]:
