@@ -97,6 +97,11 @@ def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
         ("data.num_workers=-1", r"data\.num_workers=-1 must be >= 0"),
         ("eval_subset_num_batches=0", r"eval_subset_num_batches=0 must be positive, or -1"),
         ("data.max_seq_len=0", r"data\.max_seq_len=0 must be positive"),
+        (  # 4 steps of 4 sequences of 128 tokens hold 2,048 tokens: the LR would never reach its peak
+            "scheduler.t_warmup=5000tok",
+            r"scheduler\.t_warmup=5000tok is more tokens than max_duration=4ba can hold \(4 steps x 4 "
+            r"sequences x 128 tokens = 2,048 at most\)",
+        ),
     ],
 )
 def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):

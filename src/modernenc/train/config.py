@@ -7,6 +7,7 @@ anything is built, with the key's full path and the nearest valid key.
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -387,6 +388,30 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
     _check_lora(cfg, path)
     _check_fsdp(cfg, path)
     _check_batch_sizes(cfg, path)
+    _check_token_warmup_fits(cfg, path)
+
+
+def _check_token_warmup_fits(cfg: DictConfig, path: Path) -> None:
+    """A warmup in tokens longer than a run in batches can hold, even with every slot filled, keeps the
+    learning rate below its peak for the whole run (`yamls/pretrain.yaml max_duration=100ba`). Other mixes
+    of units cannot be compared before training; the scheduler checks those it can when the Trainer starts."""
+    from composer.core import Time, TimeUnit
+
+    total, warmup = (
+        Time.from_timestring(str(cfg.max_duration)),
+        Time.from_timestring(str(cfg.scheduler.t_warmup)),
+    )
+    if cfg.model.task != "mlm" or total.unit != TimeUnit.BATCH or warmup.unit != TimeUnit.TOKEN:
+        return
+    sequences = cfg.data.global_batch_size or cfg.data.micro_batch_size * int(os.environ.get("WORLD_SIZE", 1))
+    most = total.value * sequences * cfg.data.max_seq_len
+    if warmup.value > most:
+        raise ConfigError(
+            f"{path}: scheduler.t_warmup={cfg.scheduler.t_warmup} is more tokens than max_duration="
+            f"{cfg.max_duration} can hold ({total.value:,} steps x {sequences} sequences x "
+            f"{cfg.data.max_seq_len} tokens = {most:,} at most), so the learning rate would never reach "
+            "optimizer.lr; shorten scheduler.t_warmup or lengthen max_duration"
+        )
 
 
 def _check_lora(cfg: DictConfig, path: Path) -> None:
@@ -437,8 +462,6 @@ def _check_fsdp(cfg: DictConfig, path: Path) -> None:
 
 def _check_batch_sizes(cfg: DictConfig, path: Path) -> None:
     """Global batch sizes must split exactly into micro-batches on every rank (sizes in sequences)."""
-    import os
-
     data, warmup = cfg.data, cfg.data.batch_size_warmup
     if cfg.model.task != "mlm" and (data.global_batch_size is not None or warmup.min_batch_size is not None):
         raise ConfigError(
