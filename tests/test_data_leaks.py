@@ -113,3 +113,37 @@ def test_short_sentences_count_only_as_whole_samples(tmp_path, held_out):
     report = find_leaks(shard_folders(corpus), HELD_OUT, load_tokenizer(TOKENIZER), progress=False)
     assert [(leak.sentence, leak.whole_sample) for leak in report.leaks] == [("Fatal outcome.", True)]
     assert sum(report.samples.values()) == sum(1 for f in shard_folders(corpus) for _ in iter_samples(f))
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tmp_path_factory) -> Path:
+    """A 512-id BPE tokenizer of its own, trained on PubMed: not the one the shards are prepared with."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    texts = folder / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": d}) + "\n" for d in pubmed_docs(50)))
+    args = ("--input", texts, "--format", "jsonl", "--vocab-size", 512, "--output", folder / "bpe")
+    assert run_cli("train-tokenizer", *args, "--no-progress") == 0
+    return folder / "bpe"
+
+
+def test_shards_are_searched_only_with_the_tokenizer_they_were_prepared_with(
+    tmp_path, held_out, other_tokenizer, capsys
+):
+    """With another tokenizer no planted sentence is ever found: the check passed and proved nothing."""
+    docs = pubmed_docs(20)
+    docs[3] += " " + HELD_OUT[0]
+    corpus = prepare(tmp_path, docs, "planted")
+    args = ("check-leaks", "--shards", corpus, "--held-out", held_out, "--no-progress")
+    assert run_cli(*args, "--tokenizer", TOKENIZER) == 1  # found, with the right one
+    message = cli_error(capsys, *args, "--tokenizer", other_tokenizer)
+    assert message.startswith(
+        f"modernenc check-leaks: error: {corpus / 'train'} was prepared with another tokenizer than "
+        f"--tokenizer {other_tokenizer} (one of 50,368 ids, not 512); its ids would be read as other tokens"
+    )
+    # A corpus whose report does not record its tokenizer (an older modernenc's): every id is checked.
+    report = json.loads((corpus / "report.json").read_text())
+    del report["tokenizer_sha256"], report["tokenizer_vocab_size"]
+    (corpus / "report.json").write_text(json.dumps(report))
+    message = cli_error(capsys, *args, "--tokenizer", other_tokenizer)
+    assert f"sample 0 of {corpus / 'train'} holds token id 50282" in message  # [SEP]
+    assert "beyond the tokenizer's 512 ids: the shards were prepared with another tokenizer" in message

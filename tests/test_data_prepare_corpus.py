@@ -288,6 +288,26 @@ def test_rerun_requires_force_and_force_removes_old_shards(tmp_path, capsys):
     assert len(read_chunks(out)) == 1
 
 
+def test_force_replaces_a_corpus_that_training_has_read(tmp_path, capsys):
+    """Training decompresses each shard beside it (streaming's `X.mds` next to `X.mds.zstd`): those copies
+    are the corpus', not the user's files, so --force must not refuse them."""
+    from modernenc.data.streaming_dataset import TokenStreamingDataset
+
+    src, _ = pubmed_slice(tmp_path, 10)
+    out = tmp_path / "mds"
+    assert run(out, [src], "--max-length", "128") == 0
+    samples = list(TokenStreamingDataset(out, split="train", shuffle=False))  # as training reads it
+    assert samples and (out / "train" / "shard.00000.mds").is_file()
+    (out / "validation" / "notes.txt").write_text("the user's")
+    assert run(out, [src], "--max-length", "64", "--force") == 1
+    # Only the user's file is named; the copies of the shards are not.
+    assert "(or that changed since): validation/notes.txt. Refusing" in capsys.readouterr().err
+    (out / "validation" / "notes.txt").unlink()
+    assert run(out, [src], "--max-length", "64", "--force") == 0
+    assert not (out / "train" / "shard.00000.mds").exists()  # the old corpus' copy went with it
+    assert max(len(chunk) for chunk in read_chunks(out)) == 64
+
+
 def test_failed_force_rerun_keeps_the_earlier_corpus(tmp_path, capsys):
     src, _ = pubmed_slice(tmp_path, 3)
     out = tmp_path / "mds"

@@ -15,6 +15,7 @@ from modernenc.data.streaming_dataset import (
     PackedStreamingDataset,
     ShardReadError,
     TokenStreamingDataset,
+    UnknownTokenIdError,
     build_packed_mlm_stream,
 )
 from modernenc.pv.bundled_data import shared_data_dir
@@ -171,6 +172,19 @@ def test_shard_vanishing_mid_run_is_an_error_not_a_short_epoch(mds_dir):
     (mds_dir / "train" / "shard.00001.mds.zstd").unlink()
     with pytest.raises(ShardReadError, match=r"shard .*train/shard\.00001\.mds"):
         list(ds)
+
+
+def test_an_id_beyond_the_tokenizers_vocabulary_names_the_sample_and_the_shard(corpus, mds_dir):
+    """Shards of a bigger vocabulary read with a smaller tokenizer: before, an IndexError in the masking."""
+    largest = max(max(chunk) for chunk in corpus[1])  # [SEP], 50282, ends every chunk
+    ds = TokenStreamingDataset(mds_dir, split="train", shuffle=False, vocab_size=largest)
+    where = r"sample 0 of .*train/shard\.00000\.mds\.zstd"
+    with pytest.raises(
+        UnknownTokenIdError, match=rf"{where} holds token id {largest}, beyond .* {largest:,} ids"
+    ):
+        next(iter(ds))
+    ds = TokenStreamingDataset(mds_dir, split="train", shuffle=False, vocab_size=largest + 1)
+    assert [tuple(ids) for ids in ds] == corpus[1]
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -158,6 +158,31 @@ def test_mismatched_shapes_are_refused_naming_the_tensor(run_folder, tmp_path, c
     assert not (tmp_path / "avg.pt").exists()
 
 
+def test_a_model_of_another_size_is_named_by_its_sizes_in_one_short_line(run_folder, tmp_path, capsys):
+    """A checkpoint of another run (a model one layer shallower) among the run's: the message listed every
+    tensor of the missing layer, hundreds of names for a base model."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(run_folder / "ep0-ba2-rank0.pt", folder / "ep0-ba2-rank0.pt")
+    checkpoint = torch.load(run_folder / "ep0-ba3-rank0.pt", map_location="cpu", weights_only=False)
+    state = checkpoint["state"]["model"]
+    last = state["_extra_state"]["model_config"]["num_hidden_layers"] - 1
+    for key in [k for k in state if k.startswith(f"model.model.layers.{last}.")]:
+        del state[key]
+    torch.save(checkpoint, folder / "ep0-ba3-rank0.pt")  # its tensors, with the config of the deeper model
+    message = cli_error(capsys, "average-checkpoints", str(folder), str(tmp_path / "avg.pt"), "--last", "2")
+    assert message.endswith(
+        f"ep0-ba2-rank0.pt and ep0-ba3-rank0.pt hold different tensors: ep0-ba2-rank0.pt lacks none and has "
+        f"extra model.model.layers.{last}.attn.Wo.weight, model.model.layers.{last}.attn.Wqkv.weight, "
+        f"model.model.layers.{last}.attn_norm.weight, ... (6 in all)"
+    )
+    state["_extra_state"]["model_config"]["num_hidden_layers"] = last  # and now its own config too
+    torch.save(checkpoint, folder / "ep0-ba3-rank0.pt")
+    message = cli_error(capsys, "average-checkpoints", str(folder), str(tmp_path / "avg.pt"), "--last", "2")
+    assert message.endswith("are different models: their configs differ in ['num_hidden_layers']")
+    assert not (tmp_path / "avg.pt").exists()
+
+
 def test_another_architecture_is_refused(run_folder, tmp_path):
     checkpoint = torch.load(run_folder / "ep0-ba3-rank0.pt", map_location="cpu", weights_only=False)
     checkpoint["state"]["model"]["_extra_state"]["model_config"]["global_attn_every_n_layers"] = 2

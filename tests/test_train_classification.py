@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from modernenc.tasks.classification import positive_class
 from modernenc.train.builders import build_task, build_trainer
-from modernenc.train.config import load_config
+from modernenc.train.config import ConfigError, load_config
 
 TOKENIZER = SHARED_DATA / "tokenizers" / "modernbert"
 SIZES = {"train": 64, "validation": 40, "test": 40}
@@ -114,6 +114,51 @@ def test_finetune_from_an_mlm_checkpoint_keeps_its_encoder(tmp_path, ade_dir):
         model.model.layers[1].attn.Wqkv.weight, mlm.model.layers[1].attn.Wqkv.weight, rtol=0, atol=0
     )
     assert model.config.num_labels == 2
+
+
+def classifier_of(folder: Path, labels: list[str]) -> Path:
+    """A saved classifier of `labels`, in that order (untrained: here only its classes matter)."""
+    from modernenc.model import ModernEncoderConfig, ModernEncoderForSequenceClassification
+
+    config = ModernEncoderConfig.from_preset("tiny", num_labels=len(labels), id2label=dict(enumerate(labels)))
+    ModernEncoderForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["1", "0"], r"orders its classes \['1', '0'\], the data \['0', '1'\], so its classifier would score "
+         r"each class as another; set data\.labels=\['1', '0'\] to keep its order"),
+        (["no", "yes"], r"is a classifier of \['no', 'yes'\], not of the data's labels \['0', '1'\], so its "
+         r"classifier would score each class as the one in its place; give the data its labels"),
+        (["0", "1", "2"], r"is a classifier of \['0', '1', '2'\], not of the data's labels \['0', '1'\]; "),
+    ],
+)  # fmt: skip
+def test_a_classifier_is_continued_only_on_its_own_classes_in_its_order(tmp_path, ade_dir, labels, message):
+    """Its task layer is taken row by row: with other classes, or its own in another order, each class
+    was silently scored as the one in its place (the ADE head inverted, AUROC 1 - AUROC)."""
+    start = classifier_of(tmp_path / "clf", labels)
+    cfg = load_config(write_yaml(tmp_path, ade_dir), [f"model.init_from={start}"])
+    with pytest.raises(ConfigError, match=rf"model\.init_from={start} {message}"):
+        build_task(cfg)
+
+
+@pytest.mark.parametrize(
+    ("labels", "overrides"),
+    [
+        (["0", "1"], []),
+        (["1", "0"], ["data.labels=['1', '0']", "evaluation.positive_label='1'"]),  # the fix the error names
+        (["LABEL_0", "LABEL_1"], []),  # no names to go by: positions are all there is
+    ],
+)
+def test_a_classifier_of_the_datas_classes_keeps_its_task_layer(tmp_path, ade_dir, labels, overrides):
+    start = classifier_of(tmp_path / "clf", labels)
+    cfg = load_config(write_yaml(tmp_path, ade_dir), [f"model.init_from={start}", *overrides])
+    model = build_task(cfg).model.model
+    saved = AutoModelForSequenceClassification.from_pretrained(start)
+    torch.testing.assert_close(model.classifier.weight, saved.classifier.weight, rtol=0, atol=0)
+    assert [model.config.id2label[i] for i in range(2)] == (labels if labels[0] != "LABEL_0" else ["0", "1"])
 
 
 def test_missing_column_lists_the_columns_the_file_has(tmp_path, ade_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -87,6 +88,20 @@ def test_unknown_key_names_its_path_and_nearest_key(tmp_path, wiki_shards):
         ("optimizer.betas=[0.9]", r"optimizer\.betas=\[0\.9\] must be two numbers"),
         ("device=tpu", r"device='tpu'; choose 'cpu', 'gpu' or null"),
         ("optimizer.lr", r"override 'optimizer\.lr' is not key=value"),
+        # Each of these got past the config before: a TypeError traceback once the data was loaded, torch's
+        # DataLoader refusing at the first batch, or evaluations of no batch (metrics of nothing).
+        (
+            "model.overrides.hiden_size=64",
+            r"unknown key 'model\.overrides\.hiden_size' \(did you mean 'hidden_size'\?\)",
+        ),
+        ("data.num_workers=-1", r"data\.num_workers=-1 must be >= 0"),
+        ("eval_subset_num_batches=0", r"eval_subset_num_batches=0 must be positive, or -1"),
+        ("data.max_seq_len=0", r"data\.max_seq_len=0 must be positive"),
+        (  # 4 steps of 4 sequences of 128 tokens hold 2,048 tokens: the LR would never reach its peak
+            "scheduler.t_warmup=5000tok",
+            r"scheduler\.t_warmup=5000tok is more tokens than max_duration=4ba can hold \(4 steps x 4 "
+            r"sequences x 128 tokens = 2,048 at most\)",
+        ),
     ],
 )
 def test_bad_values_fail_with_the_key(tmp_path, wiki_shards, override, message):
@@ -134,6 +149,30 @@ def test_shards_longer_than_max_seq_len_are_refused(tmp_path, wiki_shards):
     cfg = load_config(write_yaml(tmp_path, wiki_shards), ["data.max_seq_len=64"])
     with pytest.raises(ConfigError, match=r"sequences of up to 128 tokens, longer than data\.max_seq_len=64"):
         build_trainer(cfg)
+
+
+def swapped_tokenizer(folder: Path) -> Path:
+    """ModernBERT's tokenizer with the ids of 'the' and 'of' swapped: as many ids, other tokens behind two."""
+    spec = json.loads((TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab["Ġthe"], vocab["Ġof"] = vocab["Ġof"], vocab["Ġthe"]
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    return folder
+
+
+def test_shards_of_another_tokenizer_are_refused_before_training(tmp_path, wiki_shards):
+    """Their ids would stand for other tokens: silently, when the vocabulary is as large (an IndexError in
+    the masking, when smaller)."""
+    other = swapped_tokenizer(tmp_path / "swapped")
+    cfg = load_config(write_yaml(tmp_path, wiki_shards), [f"data.tokenizer={other}"])
+    with pytest.raises(
+        ConfigError,
+        match=rf"data\.train: {wiki_shards} was prepared with another tokenizer than data\.tokenizer={other} "
+        r"\(one with the same 50,368 ids but other tokens behind them\)",
+    ):
+        build_trainer(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_too_long_samples_without_a_report_stop_training_in_one_line(tmp_path, wiki_shards):
@@ -347,7 +386,12 @@ def test_resume_with_another_architecture_is_refused(tmp_path, wiki_shards, stra
         write_yaml(tmp_path, wiki_shards),
         [f"save_folder={run_folder}", "autoresume=true", "model.preset=mini", "max_duration=6ba"],
     )
-    with pytest.raises(ValueError, match="differs from this run's in: .*hidden_size"):
+    with pytest.raises(
+        ValueError,
+        match=rf"autoresume=true cannot continue from {run_folder}/ep0-ba\d+-rank0\.pt: checkpoint's model "
+        r"differs from this run's in: .*hidden_size.*; resume it with the settings it was trained with, or "
+        r"start a new run \(another run_name, or force=true",
+    ):
         build_trainer(cfg).fit()
 
 
@@ -394,10 +438,69 @@ def test_force_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path, wiki_
     record(run / "best-hf")
     (run / "best-hf" / "my-notes.md").write_text("the user's own file, inside the earlier best model")
     (run / "notes.txt").write_text("the user's own file")
-    build_trainer(load_config(write_yaml(tmp_path, wiki_shards), ["force=true"]))
+    trainer = build_trainer(
+        load_config(write_yaml(tmp_path, wiki_shards), ["force=true", "max_duration=2ba"])
+    )
+    assert (run / "ep0-ba4-rank0.pt").read_bytes() == b"earlier run"  # not before the new run has trained
+    trainer.fit()
     left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if not p.name.startswith("."))
-    assert left == ["best-hf", "best-hf/my-notes.md", "notes.txt"]
+    new_run = ["curves.png", "ep0-ba2-rank0.pt", "latest-rank0.pt"]
+    assert left == ["best-hf", "best-hf/my-notes.md", *new_run, "notes.txt"]
+    assert load_composer_checkpoint(run / "ep0-ba2-rank0.pt")  # the new run's, not the earlier bytes
+    assert (run / "latest-rank0.pt").resolve().name == "ep0-ba2-rank0.pt"
     assert "kept best-hf, notes.txt in" in capsys.readouterr().out
+
+
+def _earlier_run(run: Path) -> dict[str, bytes]:
+    """An earlier run's recorded checkpoints in `run`, as train.py leaves them; returns its files."""
+    from modernenc.utils.outputs import claim_folder, record
+
+    claim_folder(run, "train-run", "train")
+    for name in ("ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt"):
+        (run / name).write_bytes(b"earlier run " + name.encode())
+        record(run / name)
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".modernenc-outputs.json"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "scheduler.t_warmup=10ba",
+            r"t_warmup \(10ba = 10ba\) \+ t_decay \(0ba = 0ba\) is longer than the run",
+        ),
+        ("scheduler.name=cosine", r"unknown scheduler 'cosine'"),
+        ("optimizer.name=adam", r"unknown optimizer 'adam'"),
+        ("device=gpu", r"(?i)cuda"),  # composer's Trainer finds no GPU on the test machine
+    ],
+)
+def test_force_keeps_the_earlier_run_when_the_new_one_cannot_start(tmp_path, wiki_shards, override, message):
+    """force=true consents to replacing the earlier run by a new one, not to losing it to a setting that
+    only the optimizer, the scheduler or composer's Trainer checks."""
+    if override == "device=gpu" and torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    from modernenc.train.run import run_training
+
+    run = tmp_path / "run"
+    earlier = _earlier_run(run)
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        run_training(write_yaml(tmp_path, wiki_shards), ["force=true", override])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name in earlier} == earlier
+
+
+def test_force_keeps_the_earlier_run_when_the_data_cannot_be_read(tmp_path, wiki_shards):
+    """A shard cut short is found only when it is read, at the first batch: the earlier run stays."""
+    from modernenc.train.run import TrainingError, run_training
+
+    shards = tmp_path / "cut" / "train"
+    shutil.copytree(wiki_shards, shards, ignore=shutil.ignore_patterns("*.mds"))  # no decompressed copies
+    (zipped,) = shards.glob("*.mds.zstd")
+    zipped.write_bytes(zipped.read_bytes()[: zipped.stat().st_size // 2])
+    run = tmp_path / "run"
+    earlier = _earlier_run(run)
+    with pytest.raises(TrainingError, match=r"cannot read shard .*shard\.00000\.mds\.zstd"):
+        run_training(write_yaml(tmp_path, shards), ["force=true"])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name in earlier} == earlier
 
 
 def test_force_refuses_checkpoints_no_run_recorded(tmp_path, wiki_shards):

@@ -256,14 +256,16 @@ def _leaks_args(p: argparse.ArgumentParser) -> None:
 def _check_leaks(args: argparse.Namespace) -> None:
     from modernenc.data.leaks import find_leaks, shard_folders
     from modernenc.data.masking import load_tokenizer
+    from modernenc.data.mds import check_prepared_with
 
     if args.min_words < 1:
         raise CommandError(f"--min-words must be >= 1; got {args.min_words}")
     folders = [folder for path in args.shards for folder in shard_folders(path)]
+    tokenizer = load_tokenizer(args.tokenizer)
+    for folder in folders:  # decoded with another tokenizer, no sentence would ever be found
+        check_prepared_with(folder, tokenizer, f"--tokenizer {args.tokenizer}")
     sentences = _held_out_sentences(args.held_out, args.text_field)
-    report = find_leaks(
-        folders, sentences, load_tokenizer(args.tokenizer), args.min_words, not args.no_progress
-    )
+    report = find_leaks(folders, sentences, tokenizer, args.min_words, not args.no_progress)
     print(report.format())
     if report.leaks:
         first = report.leaks[0]

@@ -139,8 +139,14 @@ def _last_words(text: str, n: int) -> str:
 
 def _decoded_batches(folder: Path, tokenizer: Tokenizer, size: int = 1024) -> Iterator[list[str]]:
     """The samples' text (special tokens dropped), a batch at a time: decoding runs in Rust, in bulk."""
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     batch: list[list[int]] = []
-    for ids in iter_samples(folder):
+    for index, ids in enumerate(iter_samples(folder)):
+        if len(ids) and int(ids.max()) >= vocab_size:  # the decoder would drop such ids without a word
+            raise ValueError(
+                f"sample {index:,} of {folder} holds token id {int(ids.max())}, beyond the tokenizer's "
+                f"{vocab_size:,} ids: the shards were prepared with another tokenizer; pass that one"
+            )
         batch.append(ids.tolist())
         if len(batch) == size:
             yield tokenizer.decode_batch(batch, skip_special_tokens=True)

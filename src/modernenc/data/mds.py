@@ -75,6 +75,9 @@ class CorpusReport:
     max_length: int = 0
     chunk_length_histogram: dict[str, int] = field(default_factory=dict)
     chunk_length_stats: dict[str, float] = field(default_factory=dict)
+    # What the ids mean: a reader with another tokenizer is refused (check_prepared_with).
+    tokenizer_vocab_size: int = 0
+    tokenizer_sha256: str = ""
 
     def format(self) -> str:
         lines = [
@@ -86,6 +89,12 @@ class CorpusReport:
             f"docs split into chunks of <= {self.max_length} tokens: {self.documents_split_into_chunks:,}",
             f"skipped documents   {sum(self.skipped.values()):,}",
         ]
+        if self.tokenizer_sha256:
+            lines.insert(
+                0,
+                f"tokenizer           {self.tokenizer_vocab_size:,} ids, vocabulary sha256 "
+                f"{self.tokenizer_sha256[:12]}",
+            )
         lines += SkippedDocuments(self.skipped, self.skipped_examples).lines()
         if self.eval_sentences_indexed or self.eval_sentences_too_short or self.decontaminated:
             lines.append(
@@ -101,6 +110,45 @@ class CorpusReport:
             )
             lines += [f"  {bucket:>12}: {n:,}" for bucket, n in self.chunk_length_histogram.items()]
         return "\n".join(lines)
+
+
+def vocabulary_digest(tokenizer: Tokenizer) -> str:
+    """SHA-256 of a tokenizer's vocabulary, every token with its id: what the ids in a shard stand for."""
+    vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class TokenizerMismatchError(ValueError):
+    """Shards read with a tokenizer other than the one they were prepared with."""
+
+
+def check_prepared_with(folder: str | Path, tokenizer: Tokenizer, name: str | Path) -> None:
+    """Refuse to read the MDS folder ``folder`` (a split of a prepared corpus) with ``tokenizer`` (called
+    ``name`` in messages) when the corpus' report records another vocabulary: every id would be read as
+    another token, or as none. Corpora without the record (prepared elsewhere, or by an older modernenc)
+    pass; their readers check each id against the vocabulary size instead."""
+    folder = Path(folder)
+    report_file = folder.parent / REPORT_FILE
+    if not report_file.is_file():
+        return
+    try:
+        report = json.loads(report_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a report this check can read; the per-id check still applies
+    recorded = report.get("tokenizer_sha256") if isinstance(report, dict) else None
+    if not recorded or recorded == vocabulary_digest(tokenizer):
+        return
+    size, prepared_size = tokenizer.get_vocab_size(with_added_tokens=True), report.get("tokenizer_vocab_size")
+    if prepared_size == size:
+        which = f"one with the same {size:,} ids but other tokens behind them"
+    elif isinstance(prepared_size, int):
+        which = f"one of {prepared_size:,} ids, not {size:,}"
+    else:
+        which = "another vocabulary"
+    raise TokenizerMismatchError(
+        f"{folder} was prepared with another tokenizer than {name} ({which}); its ids would be read as "
+        "other tokens, so give the tokenizer it was prepared with, or prepare the corpus again with this one"
+    )
 
 
 def _length_summary(counts: np.ndarray, max_length: int) -> tuple[dict[str, int], dict[str, float]]:
@@ -170,7 +218,11 @@ def write_mds_corpus(
     columns = mds_columns(tokenizer.get_vocab_size(with_added_tokens=True))
     np_dtype = np.uint16 if columns["input_ids"].endswith("uint16") else np.int32
     splits = SPLITS if validation_fraction > 0 else ("train",)
-    report = CorpusReport(max_length=max_length)
+    report = CorpusReport(
+        max_length=max_length,
+        tokenizer_vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        tokenizer_sha256=vocabulary_digest(tokenizer),
+    )
     if decontaminator is not None:
         report.eval_sentences_indexed = decontaminator.num_sentences
         report.eval_sentences_too_short = decontaminator.num_ignored

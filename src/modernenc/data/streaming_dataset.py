@@ -40,6 +40,10 @@ class SampleTooLongError(ValueError):
     """A sample is longer than the run's ``data.max_seq_len``."""
 
 
+class UnknownTokenIdError(ValueError):
+    """A sample holds an id beyond the tokenizer's vocabulary: the shards were made with another tokenizer."""
+
+
 class ShardReadError(RuntimeError):
     """Raised when a shard is missing or cannot be decoded; the message names the shard file."""
 
@@ -63,9 +67,11 @@ class TokenStreamingDataset(StreamingDataset):
         batch_size: int = 1,
         check_local_shards: bool = True,
         max_seq_len: int | None = None,
+        vocab_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.max_seq_len = max_seq_len  # longer samples are an error, not silently longer sequences
+        self.vocab_size = vocab_size  # a larger id: shards of another tokenizer (an error, not an IndexError)
         local = str(local) if local is not None else None
         if remote is None and local is not None:
             _check_local_index(Path(local) / (split or ""), check_local_shards)
@@ -150,6 +156,12 @@ class TokenStreamingDataset(StreamingDataset):
                 f"sample {idx} of {self._shard_file(self.spanner[idx][0])} has {len(ids)} tokens, more than "
                 f"data.max_seq_len={self.max_seq_len}; prepare the shards with --max-length "
                 f"{self.max_seq_len} or raise data.max_seq_len"
+            )
+        if self.vocab_size is not None and len(ids) and int(ids.max()) >= self.vocab_size:
+            raise UnknownTokenIdError(
+                f"sample {idx} of {self._shard_file(self.spanner[idx][0])} holds token id {int(ids.max())}, "
+                f"beyond the tokenizer's {self.vocab_size:,} ids: the shards were prepared with another "
+                "tokenizer; give data.tokenizer the one they were prepared with"
             )
         return ids
 
@@ -350,6 +362,7 @@ def build_packed_mlm_stream(
         shuffle=shuffle,
         shuffle_seed=seed,
         max_seq_len=max_seq_len,
+        vocab_size=tok.get_vocab_size(with_added_tokens=True),
         **dataset_kwargs,
     )
     return PackedStreamingDataset(dataset, capacity, buffer_size, masker, pad_id, num_workers)
@@ -360,5 +373,6 @@ __all__ = [
     "SampleTooLongError",
     "ShardReadError",
     "TokenStreamingDataset",
+    "UnknownTokenIdError",
     "build_packed_mlm_stream",
 ]

@@ -104,19 +104,8 @@ def select_best(checkpoints: list[Checkpoint], k: int, metric: str, minimize: bo
 
 
 def _check_same_model(reference: dict, other: dict, ref_name: str, name: str) -> None:
-    """Same tensor names and shapes (checked first, so the error names a tensor), same architecture."""
-    missing, unexpected = sorted(set(reference) - set(other)), sorted(set(other) - set(reference))
-    if missing or unexpected:
-        raise ValueError(
-            f"{name} and {ref_name} hold different tensors: {name} lacks {missing or 'none'} "
-            f"and has extra {unexpected or 'none'}"
-        )
-    for key, ref in reference.items():
-        if isinstance(ref, torch.Tensor) and tuple(ref.shape) != tuple(other[key].shape):
-            raise ValueError(
-                f"tensor {key} has shape {tuple(other[key].shape)} in {name} "
-                f"but {tuple(ref.shape)} in {ref_name}"
-            )
+    """Same architecture and config (checked first: a model of another size then names the sizes, not its
+    hundreds of tensors), then the same tensor names and shapes (a changed tensor is named)."""
     ref_extra, extra = reference.get(EXTRA_STATE_KEY) or {}, other.get(EXTRA_STATE_KEY) or {}
     if ref_extra.get("architecture") != extra.get("architecture"):
         raise ValueError(
@@ -127,6 +116,25 @@ def _check_same_model(reference: dict, other: dict, ref_name: str, name: str) ->
     changed = sorted(f for f in set(a) | set(b) if f not in RUNTIME_FIELDS and a.get(f) != b.get(f))
     if changed:
         raise ValueError(f"{name} and {ref_name} are different models: their configs differ in {changed}")
+    missing, unexpected = sorted(set(reference) - set(other)), sorted(set(other) - set(reference))
+    if missing or unexpected:
+        raise ValueError(
+            f"{name} and {ref_name} hold different tensors: {name} lacks {_some(missing)} "
+            f"and has extra {_some(unexpected)}"
+        )
+    for key, ref in reference.items():
+        if isinstance(ref, torch.Tensor) and tuple(ref.shape) != tuple(other[key].shape):
+            raise ValueError(
+                f"tensor {key} has shape {tuple(other[key].shape)} in {name} "
+                f"but {tuple(ref.shape)} in {ref_name}"
+            )
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """The first few of `names` and how many there are in all, for a one-line message."""
+    if not names:
+        return "none"
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _alias_of(state: dict) -> dict[str, str]:

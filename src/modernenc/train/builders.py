@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ from typing import Any
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor
-from composer.core import Callback, DataSpec
-from composer.loggers import LoggerDestination
+from composer.core import Callback, DataSpec, State
+from composer.loggers import Logger, LoggerDestination
 from composer.models import ComposerModel
 from composer.utils import dist, reproducibility
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +31,11 @@ from modernenc.train.checkpointing import (
     SafeCheckpointSaver,
     find_resume_checkpoint,
 )
-from modernenc.train.composer_model import ModernEncoderComposerModel, packed_batch_spec
+from modernenc.train.composer_model import (
+    CheckpointMismatchError,
+    ModernEncoderComposerModel,
+    packed_batch_spec,
+)
 from modernenc.train.config import DEFAULT_PRESET, ConfigError, trains_on_gpu
 from modernenc.train.export import write_hf_folder
 from modernenc.utils.outputs import (
@@ -68,6 +73,7 @@ class TaskParts:
     finish: Callable[[Trainer], None] | None = None
     spin_dataloaders: bool = True  # False when a callback restores the data position itself
     eval_subset_num_batches: int | None = None  # overrides the config's (-1: the whole split)
+    earlier_run: Path | None = None  # force=true: the save folder whose earlier run ReplaceEarlierRun removes
 
 
 def _init_model(cls: type[ModernEncoderPreTrainedModel], cfg: DictConfig, **overrides: Any):
@@ -132,9 +138,11 @@ def build_model(cfg: DictConfig) -> ModernEncoderComposerModel:
     return ModernEncoderComposerModel(_init_model(ModernEncoderForMaskedLM, cfg, **overrides))
 
 
-def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
-    """Fail before training on a folder with no shards, no samples, or sequences longer than the run's."""
-    from modernenc.data.mds import REPORT_FILE, read_report
+def check_local_shards(folder: Path, key: str, max_seq_len: int, tokenizer: str) -> None:
+    """Fail before training on a folder with no shards, no samples, sequences longer than the run's, or
+    ids of another tokenizer than `tokenizer` (the run's data.tokenizer)."""
+    from modernenc.data.masking import load_tokenizer
+    from modernenc.data.mds import REPORT_FILE, TokenizerMismatchError, check_prepared_with, read_report
     from modernenc.data.streaming_dataset import ShardReadError, read_index_shards
 
     index_file = folder / "index.json"
@@ -160,6 +168,10 @@ def check_local_shards(folder: Path, key: str, max_seq_len: int) -> None:
             f"data.max_seq_len={max_seq_len}; prepare shards with --max-length {max_seq_len} or raise "
             f"data.max_seq_len"
         )
+    try:
+        check_prepared_with(folder, load_tokenizer(tokenizer), f"data.tokenizer={tokenizer}")
+    except TokenizerMismatchError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 # Held-out masks are the same in every run, so eval losses compare across runs, seeds and phases.
@@ -173,7 +185,7 @@ def build_stream(cfg: DictConfig, split: str):
     folder = data.train if split == "train" else data.eval
     is_remote = "://" in folder
     if not is_remote:
-        check_local_shards(Path(folder), f"data.{split}", data.max_seq_len)
+        check_local_shards(Path(folder), f"data.{split}", data.max_seq_len, data.tokenizer)
     return build_packed_mlm_stream(
         None if is_remote else folder,
         remote=folder if is_remote else None,
@@ -215,9 +227,10 @@ def _is_local(folder: str) -> bool:
 def check_save_folder(cfg: DictConfig) -> Path | None:
     """Refuse to write into another run's checkpoints unless resuming it or `force=true`.
 
-    With `force`, returns the folder whose earlier run `remove_earlier_run` removes once the new run has
-    been built: nothing of it (a checkpoint to average, a best model, a report) may be left beside the
-    new run's, and nothing may be lost to a config that then fails to build. Only what the earlier run
+    With `force`, returns the folder whose earlier run `ReplaceEarlierRun` removes once the new run has
+    trained its first batch: nothing of it (a checkpoint to average, a best model, a report) may be left
+    beside the new run's, and nothing may be lost to a run that then fails to start (a setting only the
+    optimizer, scheduler or Trainer checks, no GPU, an unreadable shard). Only what the earlier run
     recorded in the folder's manifest goes (modernenc.utils.outputs); the user's own files stay.
     """
     if not _is_local(cfg.save_folder):
@@ -277,6 +290,22 @@ def remove_earlier_run(folder: Path | None) -> None:
         print(f"kept {', '.join(kept)} in {folder} (not written by the earlier run)")
 
 
+class ReplaceEarlierRun(Callback):
+    """force=true: remove the earlier run in the save folder at the end of the new run's first batch.
+
+    Not before: a run that cannot start (an optimizer or scheduler setting only they check, a device that
+    is not there, a shard that cannot be read) must leave the earlier run whole. Not later: the first
+    evaluation and checkpoint come after it, and nothing of the earlier run may be left beside them.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        folder, self.folder = self.folder, None
+        remove_earlier_run(folder)
+
+
 def build_mlm_parts(cfg: DictConfig) -> TaskParts:
     """Masked-LM pre-training or annealing on packed MDS shards."""
     from modernenc.train.batching import (
@@ -307,6 +336,37 @@ def build_mlm_parts(cfg: DictConfig) -> TaskParts:
             PackingMetrics(model.model, cfg.logging.peak_flops),
         ],
         spin_dataloaders=False,  # PackedStreamState restores the data position exactly
+    )
+
+
+def _check_start_labels(
+    cfg: DictConfig, model_class: type[ModernEncoderPreTrainedModel], names: list[str]
+) -> None:
+    """A classifier continued from `model.init_from` keeps its task layer row by row, so its classes must be
+    the data's, in the data's order: else each class is scored as the one in its place (silently, when
+    there are as many)."""
+    from modernenc.train.export import checkpoint_task_labels
+
+    if not cfg.model.init_from:
+        return
+    architecture, labels = checkpoint_task_labels(cfg.model.init_from)
+    unnamed = labels is not None and labels == [f"LABEL_{i}" for i in range(len(labels))]
+    if architecture != model_class.hf_architecture or labels is None or unnamed or labels == names:
+        return  # another task's checkpoint starts a fresh task layer; unnamed classes have only positions
+    source = f"model.init_from={cfg.model.init_from}"
+    if sorted(labels) == sorted(names):
+        raise ConfigError(
+            f"{source} orders its classes {labels}, the data {names}, so its classifier would score each "
+            f"class as another; set data.labels={labels} to keep its order"
+        )
+    misread = (
+        ", so its classifier would score each class as the one in its place"
+        if len(labels) == len(names)
+        else ""
+    )
+    raise ConfigError(
+        f"{source} is a classifier of {labels}, not of the data's labels {names}{misread}; give the data "
+        "its labels, or start from the encoder it was fine-tuned from (its masked-LM checkpoint)"
     )
 
 
@@ -343,6 +403,7 @@ def build_classification_parts(cfg: DictConfig) -> TaskParts:
     model_class = (
         ModernEncoderForTokenClassification if token_level else ModernEncoderForSequenceClassification
     )
+    _check_start_labels(cfg, model_class, names)
     model = _init_model(model_class, cfg, num_labels=len(names), id2label=dict(enumerate(names)))
     if cfg.finetune.lora is not None:
         model = _with_lora(model, cfg.finetune.lora)
@@ -458,7 +519,7 @@ def build_trainer(
     )
     sched = {k: v for k, v in OmegaConf.to_container(cfg.scheduler).items() if k != "name" and v is not None}
     scheduler = build_scheduler(cfg.scheduler.name, **sched)
-    callbacks = [*parts.callbacks, LRMonitor()]
+    callbacks = [ReplaceEarlierRun(parts.earlier_run), *parts.callbacks, LRMonitor()]
     if cfg.logging.plots:
         callbacks.append(TrainingCurves(Path(cfg.save_folder) / "curves.png"))
     saving, resume = _checkpointing(cfg)
@@ -466,44 +527,59 @@ def build_trainer(
 
     if cfg.precision == "amp_bf16":
         warn_if_bf16_is_slow("cuda" if trains_on_gpu(cfg) else "cpu")
-    trainer = Trainer(
-        model=parts.model,
-        run_name=cfg.run_name,
-        train_dataloader=parts.train_dataloader,
-        eval_dataloader=parts.eval_dataloader,
-        eval_interval=cfg.eval_interval,
-        eval_subset_num_batches=parts.eval_subset_num_batches or cfg.eval_subset_num_batches,
-        max_duration=cfg.max_duration,
-        optimizers=optimizer,
-        schedulers=scheduler,
-        step_schedulers_every_batch=True,
-        algorithms=[GradientClipping("norm", cfg.grad_clip_norm)] if cfg.grad_clip_norm else [],
-        # Weight each micro-batch's mean loss by its labelled tokens: the step's loss is the global mean.
-        accumulate_train_batch_on_tokens=cfg.model.task == "mlm",
-        spin_dataloaders=parts.spin_dataloaders,
-        callbacks=callbacks,
-        loggers=build_loggers(cfg) + list(loggers or []),
-        progress_bar=cfg.logging.progress_bar,
-        log_to_console=not cfg.logging.progress_bar,
-        console_log_interval=cfg.logging.log_interval,
-        save_folder=cfg.save_folder,
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=bool(cfg.force),
-        autoresume=cfg.autoresume and resume is None,
-        load_path=str(resume.path) if resume is not None and resume.path is not None else None,
-        precision=cfg.precision,
-        device=cfg.device,
-        parallelism_config={"fsdp": OmegaConf.to_container(cfg.fsdp)} if cfg.fsdp is not None else None,
-        device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
-        seed=cfg.seed,
-    )
+    with _named_resume_point(resume):
+        trainer = Trainer(
+            model=parts.model,
+            run_name=cfg.run_name,
+            train_dataloader=parts.train_dataloader,
+            eval_dataloader=parts.eval_dataloader,
+            eval_interval=cfg.eval_interval,
+            eval_subset_num_batches=parts.eval_subset_num_batches or cfg.eval_subset_num_batches,
+            max_duration=cfg.max_duration,
+            optimizers=optimizer,
+            schedulers=scheduler,
+            step_schedulers_every_batch=True,
+            algorithms=[GradientClipping("norm", cfg.grad_clip_norm)] if cfg.grad_clip_norm else [],
+            # Weight each micro-batch's mean loss by its labelled tokens: the step's loss is the global mean.
+            accumulate_train_batch_on_tokens=cfg.model.task == "mlm",
+            spin_dataloaders=parts.spin_dataloaders,
+            callbacks=callbacks,
+            loggers=build_loggers(cfg) + list(loggers or []),
+            progress_bar=cfg.logging.progress_bar,
+            log_to_console=not cfg.logging.progress_bar,
+            console_log_interval=cfg.logging.log_interval,
+            save_folder=cfg.save_folder,
+            save_interval=cfg.save_interval,
+            save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+            save_overwrite=bool(cfg.force),
+            autoresume=cfg.autoresume and resume is None,
+            load_path=str(resume.path) if resume is not None and resume.path is not None else None,
+            precision=cfg.precision,
+            device=cfg.device,
+            parallelism_config={"fsdp": OmegaConf.to_container(cfg.fsdp)} if cfg.fsdp is not None else None,
+            device_train_microbatch_size=cfg.data.micro_batch_size,  # each packed batch is one micro-batch
+            seed=cfg.seed,
+        )
     if resume is not None and resume.path is not None:
         print(
             f"autoresume=true: resumed from {resume.path} at step {int(trainer.state.timestamp.batch)} "
             f"(epoch {int(trainer.state.timestamp.epoch)})"
         )
     return trainer
+
+
+@contextmanager
+def _named_resume_point(resume: ResumePoint | None) -> Iterator[None]:
+    """A checkpoint autoresume cannot load into this run's model is named, with the ways out."""
+    try:
+        yield
+    except CheckpointMismatchError as err:
+        if resume is None or resume.path is None:
+            raise
+        raise CheckpointMismatchError(
+            f"autoresume=true cannot continue from {resume.path}: {err}; resume it with the settings it was "
+            "trained with, or start a new run (another run_name, or force=true to replace that one)"
+        ) from None
 
 
 def _checkpointing(cfg: DictConfig) -> tuple[list[Callback], ResumePoint | None]:
@@ -529,12 +605,12 @@ def _checkpointing(cfg: DictConfig) -> tuple[list[Callback], ResumePoint | None]
 
 
 def build_task(cfg: DictConfig) -> TaskParts:
-    """Check the save folder, seed everything, build the task's model and data, and only then (force=true)
-    remove the earlier run's outputs."""
+    """Check the save folder, seed everything, and build the task's model and data. With force=true, the
+    earlier run's outputs are removed only once the new run has trained a batch (`ReplaceEarlierRun`)."""
     earlier_run = check_save_folder(cfg)
     reproducibility.seed_all(cfg.seed)  # before the model exists, so its init is the seed's too
     parts = TASK_BUILDERS[cfg.model.task](cfg)
-    remove_earlier_run(earlier_run)
+    parts.earlier_run = earlier_run
     if _is_local(cfg.save_folder) and dist.get_local_rank() == 0:
         claim_folder(cfg.save_folder, "train-run", "train")  # what the run writes here is recorded in it
     return parts

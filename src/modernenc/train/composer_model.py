@@ -14,6 +14,11 @@ from modernenc.model.config import IGNORE_INDEX, RUNTIME_FIELDS
 from modernenc.model.encoder import ModernEncoderPreTrainedModel
 from modernenc.model.layers import EncoderLayer
 
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint composer loads (autoresume) holds another model than the run builds."""
+
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "cu_seqlens", "max_seqlen", "position_ids")
 
 
@@ -54,7 +59,7 @@ class ModernEncoderComposerModel(ComposerModel):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if state.get("architecture") != self.model.hf_architecture or state.get("model_config") is None:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint holds a {state.get('architecture')} model; this run builds a "
                 f"{self.model.hf_architecture}"
             )
@@ -62,7 +67,9 @@ class ModernEncoderComposerModel(ComposerModel):
         ours = {k: v for k, v in self.model.config.to_dict().items() if k not in RUNTIME_FIELDS}
         changed = sorted(k for k in ours if saved.get(k) != ours[k])
         if changed:
-            raise ValueError(f"checkpoint's model differs from this run's in: {', '.join(changed)}")
+            raise CheckpointMismatchError(
+                f"checkpoint's model differs from this run's in: {', '.join(changed)}"
+            )
 
     def forward(self, batch: dict[str, Any]):
         return self.model(**{k: batch[k] for k in MODEL_INPUTS if k in batch})

@@ -7,6 +7,7 @@ anything is built, with the key's full path and the nearest valid key.
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from omegaconf.errors import (
 )
 
 from modernenc.data.masking import DEFAULT_EVAL_MLM_PROBABILITY, DEFAULT_TRAIN_MLM_PROBABILITY
-from modernenc.model.config import PRESETS
+from modernenc.model.config import PRESETS, ModernEncoderConfig
 from modernenc.utils.suggest import did_you_mean
 from modernenc.utils.tables import read_text
 
@@ -328,6 +329,24 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
             f"{path}: model.preset={cfg.model.preset!r}{did_you_mean(cfg.model.preset, PRESETS)}; "
             f"choose one of {sorted(PRESETS)}"
         )
+    model_keys = [f.name for f in fields(ModernEncoderConfig)]
+    unknown = [str(key) for key in cfg.model.overrides if key not in model_keys]
+    if unknown:  # else ModernEncoderConfig's own TypeError, after the data is loaded
+        raise ConfigError(
+            f"{path}: unknown key 'model.overrides.{unknown[0]}'{did_you_mean(unknown[0], model_keys)}; "
+            "the keys are ModernEncoderConfig's fields (src/modernenc/model/config.py)"
+        )
+    if cfg.data.max_seq_len < 1:
+        raise ConfigError(f"{path}: data.max_seq_len={cfg.data.max_seq_len} must be positive")
+    if cfg.data.num_workers < 0:  # else torch's DataLoader refuses it, at the first batch
+        raise ConfigError(
+            f"{path}: data.num_workers={cfg.data.num_workers} must be >= 0 (0: read in-process)"
+        )
+    if cfg.eval_subset_num_batches == 0 or cfg.eval_subset_num_batches < -1:  # 0 evaluates nothing
+        raise ConfigError(
+            f"{path}: eval_subset_num_batches={cfg.eval_subset_num_batches} must be positive, or -1 for "
+            "the whole eval split"
+        )
     for key in ("max_duration", "eval_interval", "save_interval", "scheduler.t_warmup", "scheduler.t_decay"):
         value = OmegaConf.select(cfg, key)
         if value is None:
@@ -369,6 +388,30 @@ def _check_values(cfg: DictConfig, path: Path) -> None:
     _check_lora(cfg, path)
     _check_fsdp(cfg, path)
     _check_batch_sizes(cfg, path)
+    _check_token_warmup_fits(cfg, path)
+
+
+def _check_token_warmup_fits(cfg: DictConfig, path: Path) -> None:
+    """A warmup in tokens longer than a run in batches can hold, even with every slot filled, keeps the
+    learning rate below its peak for the whole run (`yamls/pretrain.yaml max_duration=100ba`). Other mixes
+    of units cannot be compared before training; the scheduler checks those it can when the Trainer starts."""
+    from composer.core import Time, TimeUnit
+
+    total, warmup = (
+        Time.from_timestring(str(cfg.max_duration)),
+        Time.from_timestring(str(cfg.scheduler.t_warmup)),
+    )
+    if cfg.model.task != "mlm" or total.unit != TimeUnit.BATCH or warmup.unit != TimeUnit.TOKEN:
+        return
+    sequences = cfg.data.global_batch_size or cfg.data.micro_batch_size * int(os.environ.get("WORLD_SIZE", 1))
+    most = total.value * sequences * cfg.data.max_seq_len
+    if warmup.value > most:
+        raise ConfigError(
+            f"{path}: scheduler.t_warmup={cfg.scheduler.t_warmup} is more tokens than max_duration="
+            f"{cfg.max_duration} can hold ({total.value:,} steps x {sequences} sequences x "
+            f"{cfg.data.max_seq_len} tokens = {most:,} at most), so the learning rate would never reach "
+            "optimizer.lr; shorten scheduler.t_warmup or lengthen max_duration"
+        )
 
 
 def _check_lora(cfg: DictConfig, path: Path) -> None:
@@ -419,8 +462,6 @@ def _check_fsdp(cfg: DictConfig, path: Path) -> None:
 
 def _check_batch_sizes(cfg: DictConfig, path: Path) -> None:
     """Global batch sizes must split exactly into micro-batches on every rank (sizes in sequences)."""
-    import os
-
     data, warmup = cfg.data, cfg.data.batch_size_warmup
     if cfg.model.task != "mlm" and (data.global_batch_size is not None or warmup.min_batch_size is not None):
         raise ConfigError(

@@ -133,6 +133,26 @@ def load_weights_into(
     return model
 
 
+def checkpoint_task_labels(source: str | Path) -> tuple[str | None, list[str] | None]:
+    """The architecture and class names (in id order) of a model to start from: a train.py `*.pt` (read
+    without loading its tensors) or a Hugging Face folder / hub id. Names are None when it has none."""
+    if str(source).endswith(".pt"):
+        extra = load_checkpoint_file(source, mmap=True)["state"]["model"].get(EXTRA_STATE_KEY) or {}
+        architecture, id2label = extra.get("architecture"), (extra.get("model_config") or {}).get("id2label")
+    else:
+        from modernenc.model.hf_interop import CONFIG_NAME, resolve_checkpoint_dir
+
+        try:
+            config = json.loads((resolve_checkpoint_dir(source) / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # loading the model names what is wrong with the folder
+            return None, None
+        architecture = (config.get("architectures") or [None])[0]
+        id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return architecture, None
+    return architecture, [str(id2label[k]) for k in sorted(id2label, key=int)]
+
+
 def export_to_hf(
     checkpoint: str | Path,
     out_dir: str | Path,

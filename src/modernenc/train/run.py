@@ -20,7 +20,7 @@ def run_training(yaml: str | Path, overrides: Sequence[str] = ()) -> Path:
     found only when it is read stops training with `TrainingError`.
     """
     cfg = load_config(yaml, list(overrides))  # before composer is imported: a bad yaml fails in a second
-    from modernenc.data.streaming_dataset import SampleTooLongError, ShardReadError
+    from modernenc.data.streaming_dataset import SampleTooLongError, ShardReadError, UnknownTokenIdError
     from modernenc.train.builders import build_task, build_trainer
 
     parts = build_task(cfg)
@@ -28,7 +28,7 @@ def run_training(yaml: str | Path, overrides: Sequence[str] = ()) -> Path:
     print(f"==> training {cfg.run_name} ({cfg.model.task}): checkpoints go to {cfg.save_folder}")
     try:
         trainer.fit()
-    except (ShardReadError, SampleTooLongError) as err:  # bad data, found only when it is read
+    except (ShardReadError, SampleTooLongError, UnknownTokenIdError) as err:  # bad data, found when read
         trainer.close()
         raise TrainingError(
             f"error during training (checkpoints so far are in {cfg.save_folder}): {err}"

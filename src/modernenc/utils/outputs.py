@@ -58,6 +58,10 @@ KINDS = {  # kind -> how a message names an output of it
     "provenance": "a predictions file's provenance record (predict)",
     "partial": "the unfinished output of a killed run",
 }
+# Copies that readers make inside an output, of files recorded in it: mosaicml-streaming decompresses each
+# shard `X.mds.zstd` of a prepared corpus to `X.mds` beside it when training reads it. They belong to the
+# output (a `--force` replaces them with it) as long as the recorded file they were made from is unchanged.
+DERIVED_COPIES = {"mds-corpus": ".zstd"}  # kind -> suffix that a copy's name lacks
 _SHOWN = 5  # names listed in a message before "..."
 _PARTIAL_NAME = re.compile(r"^\..+\.partial(\.[^.]+)*$")  # what writing_file / writing_folder write first
 
@@ -217,7 +221,16 @@ def foreign_files(folder: str | Path) -> list[str]:
     since they were written, or outputs of their own (recorded with a kind). Paths relative to ``folder``;
     a sub-folder recorded as a folder output is judged by its own manifest."""
     folder = Path(folder)
-    entries = read_manifest(folder).entries
+    manifest = read_manifest(folder)
+    entries = manifest.entries
+    copied_from = DERIVED_COPIES.get(manifest.kind)
+
+    def derived_copy(rel: str) -> bool:
+        source = entries.get(rel + copied_from) if copied_from else None
+        return (
+            source is not None and "kind" not in source and not _changed(folder / (rel + copied_from), source)
+        )
+
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
@@ -239,6 +252,8 @@ def foreign_files(folder: str | Path) -> list[str]:
             if rel == MANIFEST_NAME or _is_partial_of_ours(here / name):
                 continue
             entry = entries.get(rel)
+            if entry is None and derived_copy(rel):
+                continue
             if entry is None or "kind" in entry or _changed(here / name, entry):
                 found.append(rel)
     return sorted(found)
