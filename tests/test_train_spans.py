@@ -210,6 +210,10 @@ def test_predict_writes_character_spans_and_with_spans_adds_them_to_flagged_rows
     assert run_cli(*args, "--out", tmp_path / "flagged.jsonl") == 0
     flagged = read(tmp_path / "flagged.jsonl")
     assert 0 < sum(r["probability"] >= cut for r in flagged) < len(flagged)
+    record = json.loads((tmp_path / "flagged.jsonl.provenance.json").read_text())
+    assert record["spans_model"]["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert record["spans_model"]["path"] == str(tagger_dir.absolute())
+    assert record["decision"]["threshold"] == cut and record["decision"]["threshold_source"] == "--threshold"
     for row, spans in zip(flagged, expected, strict=True):
         assert same(row["spans"]) == (same(spans) if row["probability"] >= cut else None)
 

@@ -76,16 +76,18 @@ def _predict(args: argparse.Namespace) -> None:
             return
     from modernenc.tasks.predict import check_output_path, format_summary, predict_file
 
-    annotate = None
+    annotate, spans_model = None, None
     if args.with_spans is not None:  # the tagger is checked and loaded before any work
         from functools import partial
 
         from modernenc.tasks.extract import SpanTagger, add_spans
         from modernenc.tasks.predict import resolve_device
+        from modernenc.tasks.provenance import model_record
 
         check_output_path(args.out, force=args.force, input_path=args.input, model_dir=args.model_dir)
         tagger = SpanTagger.from_folder(args.with_spans, resolve_device(args.device, args.dtype), args.dtype)
         annotate = partial(add_spans, tagger=tagger, batch_size=args.batch_size)
+        spans_model = {"spans_model": model_record(args.with_spans, args.dtype, max_length=tagger.max_length)}
     summary = predict_file(
         args.model_dir,
         args.input,
@@ -98,6 +100,7 @@ def _predict(args: argparse.Namespace) -> None:
         device=args.device,
         force=args.force,
         annotate=annotate,
+        provenance_extra=spans_model,
     )
     print(format_summary(summary))
 

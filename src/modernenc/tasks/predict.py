@@ -415,6 +415,7 @@ def predict_file(
     force: bool = False,
     progress: bool = True,
     annotate: Callable[[list[dict], list[str], list[bool]], object] | None = None,
+    provenance_extra: dict | None = None,
 ) -> PredictionSummary:
     """Classify every text of ``input_path`` and write ``out`` with probability, label, needs_review and
     truncated.
@@ -422,7 +423,8 @@ def predict_file(
     ``dtype`` (fp32, bf16, int8) is the precision of the model and of the thresholds: a bf16 or int8 run
     uses the thresholds recorded for it (``modernenc calibrate``), and refuses without them unless
     ``threshold`` is given. ``annotate(rows, texts, flagged)`` may add columns to the output rows before
-    they are written (e.g. ``tasks.extract.add_spans``: the spans of the flagged texts)."""
+    they are written (e.g. ``tasks.extract.add_spans``: the spans of the flagged texts), and
+    ``provenance_extra`` adds what made those columns to OUT.provenance.json (``tasks.provenance``)."""
     if dtype not in PRECISIONS:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(PRECISIONS)}")
     out = check_output_path(out, force=force, input_path=input_path, model_dir=model_dir)
@@ -511,6 +513,7 @@ def predict_file(
             "label_names": names,
             "max_length": max_length,
         },
+        extra=provenance_extra,
     )
     return summary
 

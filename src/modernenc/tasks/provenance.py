@@ -47,6 +47,21 @@ def _versions() -> dict[str, str]:
     return {"modernenc": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
+def model_record(model_dir: str | Path, precision: str, **more: Any) -> dict[str, Any]:
+    """A model as the record names it: its folder, the SHA-256 of its weights, the precision it ran in."""
+    from modernenc.model.precision import int8_setup
+
+    model_dir = Path(model_dir)
+    weights = model_dir / WEIGHTS_FILE
+    return {
+        "path": str(model_dir.absolute()),
+        "weights_sha256": sha256_file(weights) if weights.is_file() else None,
+        "precision": precision,
+        **(int8_setup() if precision == "int8" else {}),
+        **more,
+    }
+
+
 def write_provenance(
     out: str | Path,
     *,
@@ -59,23 +74,16 @@ def write_provenance(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the record of the predictions file ``out`` (already written). ``decision``: the threshold,
-    its source, the review band and what else decided the labels (None for a span tagger)."""
-    from modernenc.model.precision import int8_setup
-
-    out, model_dir, input_path = Path(out), Path(model_dir), Path(input_path)
-    weights = model_dir / WEIGHTS_FILE
+    its source, the review band and what else decided the labels; ``extra``: more top-level entries (the
+    span tagger of ``--with-spans``, say)."""
+    out, input_path = Path(out), Path(input_path)
     record: dict[str, Any] = {
         "version": PROVENANCE_VERSION,
         "tool": tool,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "output": {"path": str(out.absolute()), "sha256": sha256_file(out), **counts},
         "input": {"path": str(input_path.absolute()), "sha256": sha256_file(input_path)},
-        "model": {
-            "path": str(model_dir.absolute()),
-            "weights_sha256": sha256_file(weights) if weights.is_file() else None,
-            "precision": precision,
-            **(int8_setup() if precision == "int8" else {}),
-        },
+        "model": model_record(model_dir, precision),
         "decision": decision,
         **(extra or {}),
         "versions": _versions(),
