@@ -133,8 +133,9 @@ def _rule_fields(rule: DecisionRule) -> dict[str, Any]:
     }
 
 
-def _weights_digest(model_dir: Path) -> str | None:
-    weights = model_dir / WEIGHTS_FILE
+def weights_sha256(model_dir: str | Path) -> str | None:
+    """SHA-256 of a folder's ``model.safetensors``; None when it has no single weights file."""
+    weights = Path(model_dir) / WEIGHTS_FILE
     return sha256_file(weights) if weights.is_file() else None
 
 
@@ -191,7 +192,7 @@ def write_thresholds(
         "label_names": rule.label_names,
         "target_recall": rule.target_recall,
         "max_length": rule.max_length,
-        "weights_sha256": _weights_digest(Path(model_dir)),
+        "weights_sha256": weights_sha256(model_dir),
         **_rule_fields(rule),
     }
     return _write_json(path, data)
@@ -229,7 +230,7 @@ def write_precision_rule(
         ),
         f"{path} ({precision})",
     )
-    data = {**data, "version": THRESHOLDS_VERSION, "weights_sha256": _weights_digest(model_dir)}
+    data = {**data, "version": THRESHOLDS_VERSION, "weights_sha256": weights_sha256(model_dir)}
     if precision == TOP_LEVEL_PRECISION:
         data.update(_rule_fields(rule))
     else:

@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from modernenc.tasks.decisions import weights_sha256
 from modernenc.utils.files import sha256_file
 from modernenc.utils.outputs import check_output_file, write_text
 
 PROVENANCE_SUFFIX = ".provenance.json"
 PROVENANCE_KIND = "provenance"
 PROVENANCE_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
 
 
 def provenance_path(out: str | Path) -> Path:
@@ -51,11 +51,9 @@ def model_record(model_dir: str | Path, precision: str, **more: Any) -> dict[str
     """A model as the record names it: its folder, the SHA-256 of its weights, the precision it ran in."""
     from modernenc.model.precision import int8_setup
 
-    model_dir = Path(model_dir)
-    weights = model_dir / WEIGHTS_FILE
     return {
-        "path": str(model_dir.absolute()),
-        "weights_sha256": sha256_file(weights) if weights.is_file() else None,
+        "path": str(Path(model_dir).absolute()),
+        "weights_sha256": weights_sha256(model_dir),
         "precision": precision,
         **(int8_setup() if precision == "int8" else {}),
         **more,
